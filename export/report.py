@@ -1,0 +1,72 @@
+"""The run folder's Markdown report and training plot."""
+
+from .atomic import atomic_open, atomic_write_bytes
+
+__all__ = ["ladder_rows", "write_report", "write_plot"]
+
+
+def ladder_rows(ladder):
+    """(step, what, value, status) rows of the verification ladder."""
+    checks = ladder["checks"]
+    ok = {True: "PASS", False: "FAIL"}
+    return [
+        ("1", "PyTorch float accuracy", f"{ladder['float_acc']:.2%}", ""),
+        ("2", "PyTorch quantized (QAT) accuracy", f"{ladder['qat_acc']:.2%}", ""),
+        ("3", "IR in hwsim accuracy", f"{ladder['hwsim_acc']:.2%}", ok[checks["|hwsim - qat| <= 0.5 pt"]]),
+        ("3", "argmax agreement hwsim vs QAT", f"{ladder['agreement']:.2%}", ok[checks["agreement >= 99%"]]),
+        ("4", "hwsim fast == bit-plane (every integer, every layer)",
+         f"{ladder['integers_compared']:,} integers", ok[checks["fast == bit-plane"]]),
+    ]
+
+
+def write_report(path, result):
+    cfg, ladder, timings = result["config"], result["ladder"], result["timings"]
+    lines = [
+        f"# lqflow run: {cfg['dataset']}, {cfg['arch']}, {cfg['quantizer']} W{cfg['weight_bits']}/A{cfg['act_bits']}",
+        "",
+        f"Test split: {ladder['samples']} samples. Seed {cfg['seed']}, {cfg['coef_bits']}-bit coefficients.",
+        "",
+        "## Verification ladder", "",
+        "| step | check | result | status |", "|---|---|---|---|",
+    ]
+    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in ladder_rows(ladder)]
+    lines += ["", "## Integer IR", "", "| layer | op | output shape | W bits | in bits | acc bits | output |",
+              "|---|---|---|---|---|---|---|"]
+    for row in result["ir"]["layers"]:
+        out = row.get("output", "")
+        if out == "threshold":
+            out = f"threshold → {row['out_levels']} levels"
+        lines.append(f"| {row['name']} | {row['op']} | {row['out_shape']} | {row.get('weight_bits', '')} | "
+                     f"{row.get('in_bits', '')} | {row.get('acc_bits', '')} | {out} |")
+    lines += ["", f"logit_scale = {result['ir']['logit_scale']:.6g}", "", "## Files", "",
+              "- `model.lqir.npz` — the integer IR", "- `float/`, `qat/` — checkpoints (state dict + config.json)",
+              "- `training.png` — accuracy per epoch and learned activation levels per step",
+              "- `results.json`, `history.json` — numbers behind this report", "",
+              "## Timings", ""]
+    lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
+    for section in result.get("extra_sections", []):
+        lines += ["", section]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def write_plot(path, history, cfg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = history["act_levels"]
+    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(range(1, len(history["float_val_acc"]) + 1), history["float_val_acc"], label="float")
+    ax.plot(range(1, len(history["qat_val_acc"]) + 1), history["qat_val_acc"],
+            label=f"{cfg.quantizer} W{cfg.weight_bits}/A{cfg.act_bits}")
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy per epoch")
+    ax.legend()
+    for ax, (name, steps) in zip(axes[0, 1:], levels.items()):
+        ax.plot(steps)
+        ax.set(xlabel="QAT step", ylabel="level", title=f"learned levels, block {name.split('.')[1]}")
+    fig.tight_layout()
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)

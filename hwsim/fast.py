@@ -1,0 +1,105 @@
+"""Fast mode: the IR's integer arithmetic at BLAS speed.
+
+Each multiply-accumulate layer is one matrix product over the integer weights
+``w[o, n]`` and the integer input values ``value_in[x[n]]``.  A load-time bound
+``max_o sum_n |w[o, n]| * max|value_in| + |bias|`` proves which arithmetic is exact:
+below 2**24 every partial sum is an integer float32 represents exactly, below 2**53
+float64 does; otherwise the product falls back to int64.  Thresholds are compared in
+the same arithmetic after clamping them to the reachable accumulator range (which
+changes no result and keeps them exactly representable).
+"""
+
+import numpy as np
+
+from export.ir import Conv2dLayer, accumulator_bounds, input_values, weight_values
+
+from .layout import conv_columns_nhwc
+
+__all__ = ["PreparedLayer", "prepare", "mac_fast", "threshold_fast"]
+
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+# Up to this many thresholds per channel, one compare pass each beats a binary search.
+_LINEAR_SEARCH_MAX = 4
+
+
+class PreparedLayer:
+    """Per-layer tables computed once: exact dtype, weight matrix, values, thresholds."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        values = input_values(layer)
+        weights = weight_values(layer)
+        if isinstance(layer, Conv2dLayer):  # (kh, kw, C) order, matching conv_columns_nhwc
+            weights = weights.transpose(0, 2, 3, 1)
+        weights = weights.reshape(layer.n_out, -1)  # [O, F]
+        self.bound = int(np.abs(weights).sum(axis=1).max()) * int(np.abs(values).max())
+        self.bound += int(np.abs(layer.bias).max())
+        if self.bound < FLOAT32_EXACT:
+            self.dtype = np.dtype(np.float32)
+        elif self.bound < FLOAT64_EXACT:
+            self.dtype = np.dtype(np.float64)
+        else:
+            self.dtype = np.dtype(np.int64)
+        self.weights_t = np.ascontiguousarray(weights.T.astype(self.dtype))
+        self.values = values.astype(self.dtype)
+        self.bias = layer.bias.astype(self.dtype)
+        self.out_dtype = None
+        if layer.thresholds is not None:
+            lo, hi = accumulator_bounds(layer)
+            clamped = np.clip(layer.thresholds, lo[:, None], hi[:, None] + 1)
+            # acc >= T  <=>  acc - bias >= T - bias: the bias folds into the thresholds,
+            # and T - bias stays within the proven bound.
+            self.thresholds_t = np.ascontiguousarray((clamped - layer.bias[:, None]).T.astype(self.dtype))
+            self.out_dtype = np.uint8 if layer.out_levels <= 256 else np.uint16
+
+    @property
+    def float_exact(self):
+        return self.dtype != np.int64
+
+
+def prepare(layer):
+    return PreparedLayer(layer)
+
+
+def mac_fast(prep, x, with_bias=True):
+    """Accumulators (in ``prep.dtype``, exact integers) of one dense/conv layer.
+
+    Fast mode keeps images channels-last: conv input ``[B, H, W, C]``, output
+    ``[B, H', W', O]``.  ``with_bias=False`` leaves the bias out, for
+    :func:`threshold_fast`, which folded it into the thresholds.
+    """
+    layer = prep.layer
+    vals = np.take(prep.values, x)
+    if isinstance(layer, Conv2dLayer):
+        win = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding)
+        acc = win.reshape(-1, win.shape[-1]) @ prep.weights_t
+        acc = acc.reshape(win.shape[:3] + (layer.n_out,))
+    else:
+        acc = vals @ prep.weights_t
+    if with_bias:
+        acc += prep.bias
+    return acc
+
+
+def threshold_fast(prep, acc):
+    """Level indices ``#{m : acc + bias >= T[o, m]}`` for bias-free accumulators ``[..., O]``."""
+    thr = prep.thresholds_t  # [M, O]
+    if thr.shape[0] <= _LINEAR_SEARCH_MAX:
+        out = np.zeros(acc.shape, dtype=prep.out_dtype)
+        hit = np.empty(acc.shape, dtype=bool)
+        for row in thr:
+            np.greater_equal(acc, row, out=hit)
+            out += hit
+        return out
+    # Binary search over each channel's sorted thresholds, one vectorized pass per bit.
+    padded = np.concatenate([thr, np.full((1, thr.shape[1]), np.inf if thr.dtype.kind == "f"
+                                          else np.iinfo(np.int64).max, thr.dtype)])
+    count = np.zeros(acc.shape, dtype=np.int64)
+    channel = np.arange(thr.shape[1])
+    step = 1 << int(thr.shape[0]).bit_length()
+    while step:
+        probe = np.minimum(count + step, thr.shape[0] + 1)
+        count = np.where(acc >= padded[probe - 1, channel], probe, count)
+        step >>= 1
+    return count.astype(prep.out_dtype)

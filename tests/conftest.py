@@ -1,0 +1,41 @@
+"""Shared fixtures: hypothesis is derandomized so that every failure reproduces."""
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("lqflow", derandomize=True, deadline=None, max_examples=40, print_blob=True)
+settings.load_profile("lqflow")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from models.data import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+def _train(arch, quantizer, wbits, abits, epochs=20):
+    from export.flow import RunConfig, train_models
+    from models.data import load_dataset
+
+    cfg = RunConfig(arch=arch, quantizer=quantizer, weight_bits=wbits, act_bits=abits,
+                    float_epochs=epochs, qat_epochs=epochs, widths=(64, 64) if arch == "mlp" else (8, 16))
+    data = load_dataset("digits", seed=0)
+    float_net, qat_net, _ = train_models(cfg, data, progress=False)
+    return float_net, qat_net
+
+
+@pytest.fixture(scope="session")
+def trained_mlp():
+    return _train("mlp", "lq", 2, 2)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn():
+    return _train("cnn", "lq", 2, 2, epochs=12)

@@ -1,0 +1,123 @@
+"""Lowering PyTorch → IR: the passes keep every integer, the ladder holds on digits."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from export.lower import (LoweringError, clamp_thresholds, fit_acc_bits, integerize_bases, lower,
+                          read_network)
+from export.random_model import random_conv_model, random_dense_model
+from hwsim import Simulator, predict
+from models.layers import QuantConfig
+from models.nets import NetConfig, QuantNet
+from models.train import predict as torch_predict
+
+
+@given(seed=st.integers(0, 2**32 - 1), conv=st.booleans())
+def test_ir_passes_keep_every_integer(seed, conv):
+    """simulate before == simulate after, for each IR → IR pass."""
+    rng = np.random.default_rng(seed)
+    if conv:
+        model = random_conv_model(rng, (2, 6, 5), 3, 2, 2)
+    else:
+        model = random_dense_model(rng, [11, 8, 6, 3], 3, 2)
+    # loosen the model: far-away thresholds and a generous accumulator width
+    loose = []
+    for layer in model.layers:
+        if getattr(layer, "thresholds", None) is not None:
+            span = rng.integers(0, 1000, size=layer.thresholds.shape)
+            thr = layer.thresholds + np.where(layer.thresholds <= np.median(layer.thresholds), -span, span)
+            layer = replace(layer, thresholds=np.sort(thr, axis=1), acc_bits=40)
+        loose.append(layer)
+    model = replace(model, layers=tuple(loose))
+    x = rng.integers(0, model.input.levels, size=(12,) + model.input.shape)
+    before, trace = Simulator(model).run(x, trace=True)
+    for step in (clamp_thresholds, fit_acc_bits):
+        after_model = step(model)
+        after, after_trace = Simulator(after_model).run(x, trace=True)
+        np.testing.assert_array_equal(after, before)
+        for name in trace.out:
+            np.testing.assert_array_equal(after_trace.out[name], trace.out[name])
+    tight = fit_acc_bits(clamp_thresholds(model))
+    assert all(t.acc_bits <= m.acc_bits for t, m in zip(tight.mac_layers(), model.mac_layers()))
+
+
+def _ladder(float_net, qat_net, data):
+    model = lower(qat_net, data.classes)
+    acc = Simulator(model).run(data.x_test)
+    assert acc.dtype == np.int64
+    hw = predict(acc)
+    q = torch_predict(qat_net, data.x_test)
+    return model, float(np.mean(hw == q)), float(np.mean(hw == data.y_test)), float(np.mean(q == data.y_test))
+
+
+def test_mlp_lowering_agrees_with_pytorch(trained_mlp, digits):
+    float_net, qat_net = trained_mlp
+    model, agreement, hw_acc, q_acc = _ladder(float_net, qat_net, digits)
+    assert agreement >= 0.99
+    assert abs(hw_acc - q_acc) <= 0.005
+    assert q_acc > 0.9  # the network really learned
+    assert [layer.op for layer in model.layers] == ["flatten", "dense", "dense", "dense"]
+
+
+def test_cnn_lowering_agrees_with_pytorch(trained_cnn, digits):
+    float_net, qat_net = trained_cnn
+    model, agreement, hw_acc, q_acc = _ladder(float_net, qat_net, digits)
+    assert agreement >= 0.99
+    assert abs(hw_acc - q_acc) <= 0.005 + 1e-9
+    assert q_acc > 0.85
+    assert [layer.op for layer in model.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "dense"]
+    sim = Simulator(model)
+    np.testing.assert_array_equal(sim.run(digits.x_test[:50]), sim.run(digits.x_test[:50], mode="bitplane"))
+
+
+def test_negative_batchnorm_slope_negates_the_channel(trained_mlp, digits):
+    """Flip the sign of some BN slopes: the export must negate those channels and still agree."""
+    _, qat_net = trained_mlp
+    net = QuantNet(qat_net.config)
+    net.load_state_dict(qat_net.state_dict())
+    bn = net.blocks[1].bn
+    with torch.no_grad():
+        bn.weight[::3] *= -1
+    model = lower(net, digits.classes)
+    original = lower(qat_net, digits.classes)
+    flipped = np.zeros(len(bn.weight), bool)
+    flipped[::3] = True
+    # weights are untouched by batch-norm: the flipped channels are exactly negated
+    np.testing.assert_array_equal(model.layers[1].weight_coef[flipped], -original.layers[1].weight_coef[flipped])
+    np.testing.assert_array_equal(model.layers[1].weight_coef[~flipped], original.layers[1].weight_coef[~flipped])
+    hw = predict(Simulator(model).run(digits.x_test))
+    assert np.mean(hw == torch_predict(net, digits.x_test)) >= 0.99
+
+
+def test_first_layer_input_is_exact(trained_mlp):
+    _, qat_net = trained_mlp
+    stages = integerize_bases(read_network(qat_net))
+    first = next(s for s in stages if s.weight_basis is not None)
+    assert first.in_coef.tolist() == [1, 2, 4, 8, 16]  # 17 pixel levels, value = level
+    assert first.in_code.tolist() == list(range(17))
+
+
+def test_coef_bits_are_validated(trained_mlp, digits):
+    with pytest.raises(LoweringError, match="coef_bits"):
+        lower(trained_mlp[1], digits.classes, coef_bits=1)
+
+
+def test_float_model_cannot_be_lowered(digits):
+    cfg = NetConfig("mlp", digits.shape, digits.levels, 10, (8,), QuantConfig("float"))
+    with pytest.raises(LoweringError, match="float model has no integer form"):
+        lower(QuantNet(cfg), digits.classes)
+
+
+def test_uniform_quantizer_lowers(digits):
+    from export.flow import RunConfig, train_models
+
+    cfg = RunConfig(quantizer="uniform", widths=(32,), float_epochs=4, qat_epochs=4)
+    _, qat_net = train_models(cfg, digits, progress=False)[:2]
+    model = lower(qat_net, digits.classes)
+    hw = predict(Simulator(model).run(digits.x_test))
+    assert np.mean(hw == torch_predict(qat_net, digits.x_test)) >= 0.99
