@@ -1,4 +1,4 @@
-"""The ``lqflow`` command line: run, train, export, sim."""
+"""The ``lqflow`` command line: run, train, export, sim (and verilog, cosim, synth)."""
 
 from __future__ import annotations
 
@@ -41,14 +41,29 @@ def cmd_run(args):
     from .flow import run
     from .report import ladder_rows
 
+    from .flow_rtl import ladder_rtl_rows
+
     cfg = _run_config(args)
-    result, folder = run(cfg, args.out, progress=not args.quiet)
+    hardware = None if args.no_rtl else dict(pe=args.pe, simd=args.simd, target_ii=args.target_ii,
+                                              synth=not args.no_synth)
+    result, folder = run(cfg, args.out, progress=not args.quiet, hardware=hardware)
     rows = ladder_rows(result["ladder"])
+    if "hardware" in result:
+        rows += ladder_rtl_rows(result["hardware"])
     _table(f"Verification ladder ({result['ladder']['samples']} test samples)",
            ["step", "check", "result", "status"], rows)
-    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png)")
+    synth = result.get("hardware", {}).get("synth")
+    if synth:
+        from .cli_rtl import hardware_rows
+        from rtl.synth import SynthReport
+
+        fields = {k: v for k, v in synth.items() if k in SynthReport.__dataclass_fields__}
+        _table("Hardware (ECP5, out of context)", ["figure", "value"],
+               hardware_rows(SynthReport(**fields), result["hardware"]["description"]))
+    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png" + (", rtl/)" if hardware else ")"))
     print(f"wall time: {result['timings']['total_s']:.1f} s")
-    return 0 if result["ladder"]["planes_equal"] else 1
+    failed = [row for row in rows if row[3] == "FAIL" and row[0] in ("4", "5")]
+    return 1 if failed else 0
 
 
 def cmd_train(args):
@@ -145,8 +160,13 @@ def _table(title, header, rows):
 def build_parser():
     parser = argparse.ArgumentParser(prog="lqflow", description="Quantized networks to bit-exact hardware.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="train, export, simulate and verify (the main job)")
+    p = sub.add_parser("run", help="train, export, simulate, build the RTL and verify (the main job)")
     _add_training_options(p)
+    from .cli_rtl import add_folding_options
+
+    add_folding_options(p)
+    p.add_argument("--no-rtl", action="store_true", help="stop after hwsim (no Verilog, co-simulation, synthesis)")
+    p.add_argument("--no-synth", action="store_true", help="skip synthesis and place and route")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train", help="train the float baseline and the quantized model")
     _add_training_options(p)
@@ -174,8 +194,14 @@ def _add_model_io(p):
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the one in the model's meta)")
 
 
-# Later subcommands (verilog, cosim, synth, hls4ml) register themselves here.
-_EXTENSIONS = []
+def _register_hardware(sub):
+    from .cli_rtl import register
+
+    register(sub)
+
+
+# Subcommands that live in their own modules.
+_EXTENSIONS = [_register_hardware]
 
 
 def main(argv=None):

@@ -138,8 +138,12 @@ def verify(model, qat_net, float_net, x, y):
                   integers_compared=compared, samples=len(y))
 
 
-def run(cfg, folder=None, progress=True, console=None):
-    """``lqflow run``: train, export, simulate, verify; write the run folder. Returns a dict."""
+def run(cfg, folder=None, progress=True, hardware=None, log=print):
+    """``lqflow run``: train, export, simulate, verify; write the run folder.
+
+    ``hardware``: keyword arguments of :func:`export.flow_rtl.hardware_steps` (folding,
+    ``synth``), or None to stop after hwsim. Returns ``(result dict, folder)``.
+    """
     from models.data import load_dataset
     from models.train import save_checkpoint
 
@@ -162,9 +166,16 @@ def run(cfg, folder=None, progress=True, console=None):
                                             "hwsim": ladder.hwsim_acc, "agreement": ladder.agreement}})
     ir.save(model, folder / "model.lqir.npz")
     timings["export_verify_s"] = time.perf_counter() - t1
-    timings["total_s"] = time.perf_counter() - t0
     result = {"config": asdict(cfg), "ladder": asdict(ladder), "timings": timings,
               "ir": _ir_summary(model)}
+    if hardware is not None:
+        from .flow_rtl import hardware_section, hardware_steps
+
+        t2 = time.perf_counter()
+        result["hardware"] = hardware_steps(model, data.x_test, folder, log=log, **hardware)
+        result["extra_sections"] = [hardware_section(result["hardware"])]
+        timings["hardware_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
     atomic_write_bytes(folder / "history.json", json.dumps(history).encode())
     atomic_write_bytes(folder / "results.json", json.dumps(result, indent=2).encode())
     write_plot(folder / "training.png", history, cfg)

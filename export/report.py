@@ -29,7 +29,12 @@ def write_report(path, result):
         "## Verification ladder", "",
         "| step | check | result | status |", "|---|---|---|---|",
     ]
-    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in ladder_rows(ladder)]
+    rows = ladder_rows(ladder)
+    if "hardware" in result:
+        from .flow_rtl import ladder_rtl_rows
+
+        rows += ladder_rtl_rows(result["hardware"])
+    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in rows]
     lines += ["", "## Integer IR", "", "| layer | op | output shape | W bits | in bits | acc bits | output |",
               "|---|---|---|---|---|---|---|"]
     for row in result["ir"]["layers"]:

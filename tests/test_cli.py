@@ -52,16 +52,20 @@ def test_sim_names_bad_input_shapes(model_file, tmp_path, capsys):
 
 def test_run_train_export_sim_end_to_end(tmp_path, capsys):
     folder = tmp_path / "run"
-    args = ["--epochs", "3", "--qat-epochs", "3", "--widths", "32", "--quiet"]
+    args = ["--epochs", "3", "--qat-epochs", "3", "--widths", "32", "--quiet", "--no-synth", "--pe", "4"]
     assert main(["run", *args, "-o", str(folder)]) == 0
     text = capsys.readouterr().out
-    assert "Verification ladder" in text and "fast == bit-plane" in text
+    assert "Verification ladder" in text and "fast == bit-plane" in text and "RTL (Verilator) == hwsim" in text
     for name in ("model.lqir.npz", "report.md", "training.png", "results.json", "float/model.pt",
-                 "qat/config.json"):
+                 "qat/config.json", "rtl/lqflow_top.v", "rtl/lqflow_top.json"):
         assert (folder / name).is_file(), name
     results = json.loads((folder / "results.json").read_text())
     assert results["ladder"]["planes_equal"] is True
-    assert "## Verification ladder" in (folder / "report.md").read_text()
+    cosim = results["hardware"]["cosim"]
+    assert cosim["samples"] == 360 and cosim["mismatches"] == 0 and cosim["stress_mismatches"] == 0
+    assert (cosim["ii"], cosim["latency"]) == (cosim["model_ii"], cosim["model_latency"])
+    report = (folder / "report.md").read_text()
+    assert "## Verification ladder" in report and "## Hardware" in report
     # export again from the saved checkpoint: the same IR, integer for integer
     assert main(["export", str(folder / "qat"), "-o", str(tmp_path / "again.lqir.npz")]) == 0
     a, b = ir.load(folder / "model.lqir.npz"), ir.load(tmp_path / "again.lqir.npz")
@@ -77,3 +81,36 @@ def test_run_train_export_sim_end_to_end(tmp_path, capsys):
 def test_export_of_a_missing_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none"), "-o", str(tmp_path / "m.lqir.npz")]) == 2
     assert "is not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_verilog_cosim_and_synth_commands(model_file, tmp_path, rng, capsys):
+    model, path = model_file
+    out = tmp_path / "hw"
+    assert main(["verilog", str(path), "-o", str(out), "--pe", "3", "2", "--simd", "4"]) == 0
+    info = json.loads((out / "lqflow_top.json").read_text())
+    assert [(l["pe"], l["simd"]) for l in info["layers"]] == [(3, 4), (2, 4)]
+    x = rng.integers(0, 5, size=(12, 10))
+    np.save(tmp_path / "x.npy", x)
+    capsys.readouterr()
+    assert main(["cosim", str(path), "--inputs", str(tmp_path / "x.npy"), "--save", str(tmp_path / "rtl.npy"),
+                 "--pe", "3", "2", "--simd", "4", "--build-dir", str(tmp_path / "build")]) == 0
+    text = capsys.readouterr().out
+    assert "mismatches against hwsim: 0 (clean), 0" in text
+    np.testing.assert_array_equal(np.load(tmp_path / "rtl.npy"), Simulator(model).run(x))
+    assert main(["synth", str(out)]) == 0
+    synth = json.loads((out / "synth" / "synth.json").read_text())
+    assert synth["lut4"] > 0 and synth["ff"] > 0 and synth["fmax_mhz"] > 0
+    assert "inferences/s" in capsys.readouterr().out
+
+
+def test_folding_options_are_checked(model_file, tmp_path, capsys):
+    _, path = model_file
+    assert main(["verilog", str(path), "-o", str(tmp_path), "--pe", "1", "2", "3"]) == 2
+    assert "--pe takes one value or one per dense layer (2)" in capsys.readouterr().err
+    assert main(["verilog", str(path), "-o", str(tmp_path), "--target-ii", "5"]) == 2
+    assert "no folding reaches an initiation interval of 5 cycles" in capsys.readouterr().err
+
+
+def test_synth_of_a_folder_without_verilog(tmp_path, capsys):
+    assert main(["synth", str(tmp_path)]) == 2
+    assert "write them with 'lqflow verilog'" in capsys.readouterr().err

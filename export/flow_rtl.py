@@ -1,0 +1,81 @@
+"""The hardware steps of ``lqflow run``: Verilog → co-simulation → synthesis (DESIGN §4 step 5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+__all__ = ["hardware_steps", "hardware_section"]
+
+
+def hardware_steps(model, x, folder, pe=None, simd=None, target_ii=None, synth=True, device="25k", log=print):
+    """Run the RTL steps on the test inputs; returns a JSON-able dict (``skipped`` says why not)."""
+    from rtl.top import check_supported
+
+    try:
+        check_supported(model)
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+    from rtl.cosim import cosim_network
+    from rtl.verilog import choose_foldings, write_network
+
+    foldings = choose_foldings(model, pe=pe, simd=simd, target_ii=target_ii)
+    log("writing Verilog ...")
+    verilog, info = write_network(model, foldings, folder / "rtl")
+    log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
+    res = cosim_network(model, x, foldings, folder / "cosim_build", stress=True)
+    out = {"verilog": str(verilog.relative_to(folder)), "description": info,
+           "cosim": {"samples": res.samples, "mismatches": len(res.mismatches),
+                     "stress_mismatches": len(res.stress_mismatches), "latency": res.latency,
+                     "model_latency": res.model_latency, "ii": res.ii, "model_ii": res.model_ii,
+                     "samples_per_s": res.samples_per_s, "build_s": res.build_s}}
+    if synth:
+        from rtl.synth import synthesize
+
+        log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) ...")
+        report = synthesize(verilog, folder / "rtl" / "synth", device=device)
+        rate, micros = report.throughput(info["initiation_interval_cycles"], info["latency_cycles"])
+        out["synth"] = {**asdict(report), "inferences_per_s": rate, "latency_us": micros}
+    return out
+
+
+def ladder_rtl_rows(hw):
+    """Step-5 rows of the verification ladder."""
+    if "skipped" in hw:
+        return [("5", "RTL under Verilator == hwsim", "skipped", hw["skipped"])]
+    c = hw["cosim"]
+    ok = {True: "PASS", False: "FAIL"}
+    equal = c["mismatches"] == 0 and c["stress_mismatches"] == 0
+    cycles = c["ii"] == c["model_ii"] and c["latency"] == c["model_latency"]
+    return [
+        ("5", "RTL (Verilator) == hwsim, every logit, with gaps + backpressure",
+         f"{c['samples']} samples, {c['mismatches'] + c['stress_mismatches']} mismatches", ok[equal]),
+        ("5", "RTL cycles == hwsim cycle model (II, latency)",
+         f"{c['ii']} / {c['latency']} vs {c['model_ii']} / {c['model_latency']}", ok[cycles]),
+    ]
+
+
+def hardware_section(hw):
+    """Markdown: the hardware table of the report."""
+    if "skipped" in hw:
+        return f"## Hardware\n\nSkipped: {hw['skipped']}"
+    info, c = hw["description"], hw["cosim"]
+    lines = ["## Hardware", "", "| layer | in → out | PE | SIMD | cycles / vector |", "|---|---|---|---|---|"]
+    lines += [f"| {l['name']} | {l['in_features']} → {l['out_features']} | {l['pe']} | {l['simd']} | "
+              f"{l['cycles_per_vector']} |" for l in info["layers"]]
+    lines += ["", "| figure | value |", "|---|---|",
+              f"| initiation interval | {info['initiation_interval_cycles']} cycles |",
+              f"| latency | {info['latency_cycles']} cycles |",
+              f"| co-simulation | {c['samples']} samples, {c['mismatches'] + c['stress_mismatches']} mismatches, "
+              f"{c['samples_per_s']:.0f} samples/s |"]
+    if "synth" in hw:
+        s = hw["synth"]
+        lines += [f"| device | {s['device']} (out of context) |",
+                  f"| LUT4 (synthesis) | {s['lut4']:,} (+ {s['ccu2c']:,} CCU2C carry cells) |",
+                  f"| LUT4 (placed, all uses) | {s['pnr_lut4']:,} |", f"| FF | {s['ff']:,} |",
+                  f"| block RAM (DP16KD) | {s['bram']} |", f"| LUT RAM (DPR16X4) | {s['lutram']} |",
+                  f"| DSP (MULT18X18D) | {s['dsp']} |", f"| Fmax | {s['fmax_mhz']:.1f} MHz |",
+                  f"| throughput | {s['inferences_per_s']:,.0f} inferences/s |",
+                  f"| latency | {s['latency_us']:.2f} µs |"]
+    lines += ["", "Files: `rtl/lqflow_top.v`, `rtl/lqflow_top.json` (ports, folding, latency, II)"
+              + (", `rtl/synth/` (yosys and nextpnr logs, `synth.json`)" if "synth" in hw else "") + "."]
+    return "\n".join(lines)

