@@ -1,4 +1,4 @@
-"""The ``lqflow`` command line: run, train, export, sim (and verilog, cosim, synth)."""
+"""The ``lqflow`` command line: run, train, export, sim, verilog, cosim, synth, hls4ml."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def cmd_run(args):
 
     cfg = _run_config(args)
     hardware = None if args.no_rtl else dict(pe=args.pe, simd=args.simd, target_ii=args.target_ii,
-                                              synth=not args.no_synth)
+                                              synth=not args.no_synth, hls4ml=not args.no_hls4ml)
     result, folder = run(cfg, args.out, progress=not args.quiet, hardware=hardware)
     rows = ladder_rows(result["ladder"])
     if "hardware" in result:
-        rows += ladder_rtl_rows(result["hardware"])
+        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
     _table(f"Verification ladder ({result['ladder']['samples']} test samples)",
            ["step", "check", "result", "status"], rows)
     synth = result.get("hardware", {}).get("synth")
@@ -60,9 +60,9 @@ def cmd_run(args):
         fields = {k: v for k, v in synth.items() if k in SynthReport.__dataclass_fields__}
         _table("Hardware (ECP5, out of context)", ["figure", "value"],
                hardware_rows(SynthReport(**fields), result["hardware"]["description"]))
-    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png" + (", rtl/)" if hardware else ")"))
+    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png" + (", rtl/, hls4ml/)" if hardware else ")"))
     print(f"wall time: {result['timings']['total_s']:.1f} s")
-    failed = [row for row in rows if row[3] == "FAIL" and row[0] in ("4", "5")]
+    failed = [row for row in rows if row[3] == "FAIL" and row[0] in ("4", "5", "6")]
     return 1 if failed else 0
 
 
@@ -167,6 +167,7 @@ def build_parser():
     add_folding_options(p)
     p.add_argument("--no-rtl", action="store_true", help="stop after hwsim (no Verilog, co-simulation, synthesis)")
     p.add_argument("--no-synth", action="store_true", help="skip synthesis and place and route")
+    p.add_argument("--no-hls4ml", action="store_true", help="skip the hls4ml project and its C simulation")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train", help="train the float baseline and the quantized model")
     _add_training_options(p)
@@ -200,8 +201,14 @@ def _register_hardware(sub):
     register(sub)
 
 
+def _register_hls(sub):
+    from .cli_hls import register
+
+    register(sub)
+
+
 # Subcommands that live in their own modules.
-_EXTENSIONS = [_register_hardware]
+_EXTENSIONS = [_register_hardware, _register_hls]
 
 
 def main(argv=None):

@@ -169,12 +169,18 @@ def run(cfg, folder=None, progress=True, hardware=None, log=print):
     result = {"config": asdict(cfg), "ladder": asdict(ladder), "timings": timings,
               "ir": _ir_summary(model)}
     if hardware is not None:
-        from .flow_rtl import hardware_section, hardware_steps
+        from .flow_rtl import hardware_section, hardware_steps, hls_step
 
+        hardware = dict(hardware)
+        with_hls = hardware.pop("hls4ml", True)
         t2 = time.perf_counter()
         result["hardware"] = hardware_steps(model, data.x_test, folder, log=log, **hardware)
         result["extra_sections"] = [hardware_section(result["hardware"])]
         timings["hardware_s"] = time.perf_counter() - t2
+        if with_hls:
+            t3 = time.perf_counter()
+            result["hls4ml"] = hls_step(model, data.x_test, folder, log=log)
+            timings["hls4ml_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     atomic_write_bytes(folder / "history.json", json.dumps(history).encode())
     atomic_write_bytes(folder / "results.json", json.dumps(result, indent=2).encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-__all__ = ["hardware_steps", "hardware_section"]
+__all__ = ["hardware_steps", "hardware_section", "hls_step", "ladder_rtl_rows"]
 
 
 def hardware_steps(model, x, folder, pe=None, simd=None, target_ii=None, synth=True, device="25k", log=print):
@@ -38,10 +38,26 @@ def hardware_steps(model, x, folder, pe=None, simd=None, target_ii=None, synth=T
     return out
 
 
-def ladder_rtl_rows(hw):
-    """Step-5 rows of the verification ladder."""
+def hls_step(model, x, folder, log=print):
+    """DESIGN §4 step 6: hls4ml's C simulation against hwsim on the test inputs."""
+    from .cli_hls import hls_cosim
+    from .hls import ExpressError
+
+    log("writing the hls4ml project and compiling its C simulation ...")
+    try:
+        out, reference, plan, compile_s = hls_cosim(model, x, folder / "hls4ml")
+    except ExpressError as exc:
+        return {"skipped": str(exc)}
+    return {"samples": len(out), "mismatches": int((out != reference).any(axis=1).sum()),
+            "compile_s": compile_s, "layers": [{"name": l.name, "kind": l.kind, "outputs": l.n_out,
+                                                "precision": l.precision} for l in plan.layers]}
+
+
+def ladder_rtl_rows(hw, hls=None):
+    """Step-5 (and step-6) rows of the verification ladder."""
+    rows = [] if hls is None else _hls_rows(hls)
     if "skipped" in hw:
-        return [("5", "RTL under Verilator == hwsim", "skipped", hw["skipped"])]
+        return [("5", "RTL under Verilator == hwsim", "skipped", hw["skipped"])] + rows
     c = hw["cosim"]
     ok = {True: "PASS", False: "FAIL"}
     equal = c["mismatches"] == 0 and c["stress_mismatches"] == 0
@@ -51,7 +67,14 @@ def ladder_rtl_rows(hw):
          f"{c['samples']} samples, {c['mismatches'] + c['stress_mismatches']} mismatches", ok[equal]),
         ("5", "RTL cycles == hwsim cycle model (II, latency)",
          f"{c['ii']} / {c['latency']} vs {c['model_ii']} / {c['model_latency']}", ok[cycles]),
-    ]
+    ] + rows
+
+
+def _hls_rows(hls):
+    if "skipped" in hls:
+        return [("6", "hls4ml C simulation == hwsim", "skipped", hls["skipped"])]
+    return [("6", "hls4ml C simulation == hwsim, every logit",
+             f"{hls['samples']} samples, {hls['mismatches']} mismatches", "PASS" if hls["mismatches"] == 0 else "FAIL")]
 
 
 def hardware_section(hw):

@@ -33,7 +33,7 @@ def write_report(path, result):
     if "hardware" in result:
         from .flow_rtl import ladder_rtl_rows
 
-        rows += ladder_rtl_rows(result["hardware"])
+        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
     lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in rows]
     lines += ["", "## Integer IR", "", "| layer | op | output shape | W bits | in bits | acc bits | output |",
               "|---|---|---|---|---|---|---|"]
@@ -46,7 +46,8 @@ def write_report(path, result):
     lines += ["", f"logit_scale = {result['ir']['logit_scale']:.6g}", "", "## Files", "",
               "- `model.lqir.npz` — the integer IR", "- `float/`, `qat/` — checkpoints (state dict + config.json)",
               "- `training.png` — accuracy per epoch and learned activation levels per step",
-              "- `results.json`, `history.json` — numbers behind this report", "",
+              "- `results.json`, `history.json` — numbers behind this report",
+              "- `rtl/` — Verilog and synthesis; `hls4ml/` — the hls4ml project (when built)", "",
               "## Timings", ""]
     lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
     for section in result.get("extra_sections", []):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """RTL components in Amaranth's simulator: popcount, engine, collector, network top, folding."""
 
 import numpy as np
