@@ -60,7 +60,8 @@ def cmd_run(args):
         fields = {k: v for k, v in synth.items() if k in SynthReport.__dataclass_fields__}
         _table("Hardware (ECP5, out of context)", ["figure", "value"],
                hardware_rows(SynthReport(**fields), result["hardware"]["description"]))
-    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png" + (", rtl/, hls4ml/)" if hardware else ")"))
+    extra = "".join(f", {sub}/" for sub in ("rtl", "hls4ml") if (folder / sub).is_dir())
+    print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png{extra})")
     print(f"wall time: {result['timings']['total_s']:.1f} s")
     failed = [row for row in rows if row[3] == "FAIL" and row[0] in ("4", "5", "6")]
     return 1 if failed else 0

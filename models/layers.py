@@ -51,30 +51,31 @@ class QuantConfig:
         return None
 
 
-class QuantLinear(nn.Linear):
+class _QuantizedWeight:
+    """Mixin: the weight as the forward pass sees it (through ``weight_quant`` if any)."""
+
+    def quantized_weight(self):
+        return self.weight if self.weight_quant is None else self.weight_quant(self.weight)
+
+
+class QuantLinear(_QuantizedWeight, nn.Linear):
     """``nn.Linear`` whose weight passes through ``weight_quant`` (None: float)."""
 
     def __init__(self, in_features, out_features, bias=True, weight_quant=None):
         super().__init__(in_features, out_features, bias=bias)
         self.weight_quant = weight_quant
 
-    def quantized_weight(self):
-        return self.weight if self.weight_quant is None else self.weight_quant(self.weight)
-
     def forward(self, x):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
-class QuantConv2d(nn.Conv2d):
+class QuantConv2d(_QuantizedWeight, nn.Conv2d):
     """``nn.Conv2d`` (square kernel, zero padding) whose weight passes through ``weight_quant``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  weight_quant=None):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         self.weight_quant = weight_quant
-
-    def quantized_weight(self):
-        return self.weight if self.weight_quant is None else self.weight_quant(self.weight)
 
     def forward(self, x):
         return self._conv_forward(x, self.quantized_weight(), self.bias)

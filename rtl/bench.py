@@ -22,7 +22,7 @@ import numpy as np
 import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
 
 PERIOD_NS = 10
 
@@ -95,7 +95,10 @@ async def run_phase(dut, bundle, stress, rng):
     starts, got, times = [], [], []
     gap, ready = (float(bundle["gap_prob"]), float(bundle["ready_prob"])) if stress else (0.0, 1.0)
     driver = cocotb.start_soon(drive(dut, x, gap, rng, starts))
-    await monitor(dut, beats * len(x), fmt, ready, rng, got, times)
+    # A hung design fails the bench instead of hanging it: the budget is generous
+    # (the cycle model's estimate, times 4 for stalls, plus slack).
+    budget = int(bundle["max_cycles"]) * (4 if stress else 1) + 10_000
+    await with_timeout(monitor(dut, beats * len(x), fmt, ready, rng, got, times), budget * PERIOD_NS, "ns")
     await driver
     return scoreboard(got, expected, beats), starts, times[beats - 1::beats], got
 

@@ -89,8 +89,9 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     bundle = dict(x=x.reshape(len(x), -1), expected=np.concatenate([expected, pred[:, None]], axis=1),
                   fmt_kind="network", fmt_count=len(model.classes), fmt_width=acc_bits, beats_per_sample=1,
                   stress=stress, gap_prob=gap_prob, ready_prob=ready_prob)
-    res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed)
     timing = network_timing(model, foldings)
+    bundle["max_cycles"] = 2 * (timing.latency + timing.ii * len(x))
+    res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed)
     return CosimResult(res["samples"], res["clean_mismatches"], res["stress_mismatches"], res["latency"],
                        res["ii"], timing.latency, timing.ii, res["outputs"], bundle["expected"], build_s, sim_s,
                        res["clean_cycles"], res["clean_wall_s"])
@@ -107,7 +108,8 @@ def cosim_engine(layer, folding, x, build_dir, stress=True, seed=0):
     (build_dir / "rtl").mkdir(parents=True, exist_ok=True)
     verilog = write_engine(layer, folding, build_dir / "rtl")
     bundle = dict(x=x, expected=expected, fmt_kind=kind, fmt_count=1, fmt_width=width,
-                  beats_per_sample=layer.out_features, stress=stress, gap_prob=0.2, ready_prob=0.7)
+                  beats_per_sample=layer.out_features, stress=stress, gap_prob=0.2, ready_prob=0.7,
+                  max_cycles=2 * layer_timing(layer, folding).per_vector * (len(x) + 1))
     res, build_s, sim_s = _run(verilog, "lqflow_engine", bundle, build_dir, seed)
     # the last output beat of a vector comes per_vector - 1 cycles after its first input beat
     per_vector = layer_timing(layer, folding).per_vector

