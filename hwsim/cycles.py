@@ -33,7 +33,7 @@ class LayerTiming:
 
     load: int            # LOAD: one input beat per cycle
     issue: int           # COMPUTE: plane pairs × SIMD chunks per PE group
-    drain: int           # DRAIN: pipeline depth after the last issue
+    drain: int           # DRAIN: memory read, popcount tree, term, product (pipeline depth after the last issue)
     groups: int          # PE groups, each ends in THRESH (1 cycle) and EMIT (its channels)
     emits: int           # output beats per input vector (= O)
 
@@ -53,7 +53,7 @@ def layer_timing(layer, folding):
     chunks = -(-layer.in_features // folding.simd)
     groups = -(-layer.out_features // folding.pe)
     return LayerTiming(load=layer.in_features, issue=layer.weight_bits * layer.in_bits * chunks,
-                       drain=_POPCOUNT_LATENCY(folding.simd) + 2, groups=groups, emits=layer.out_features)
+                       drain=_POPCOUNT_LATENCY(folding.simd) + 3, groups=groups, emits=layer.out_features)
 
 
 def fold_for_ii(layer, target_ii):

@@ -134,7 +134,9 @@ class DenseEngine(wiring.Component):
             m.d.comb += mems["t"].addr.eq(g)
         for _, rd in mems["planes"]:
             m.d.comb += rd.addr.eq(c)
-        # The coefficient address follows the popcount pipeline so that its data lines up.
+        # The coefficient address follows the popcount pipeline so that its data, read and
+        # then registered once more (off the memory's slow clock-to-out), lines up with the
+        # registered popcount term.
         pl = max(1, (simd - 1).bit_length())  # = Popcount(simd).latency
         caddr = Signal(range(max(groups * kw * ka, 2)))
         m.d.comb += caddr.eq((g * kw + i) * ka + j)
@@ -253,24 +255,32 @@ class DenseEngine(wiring.Component):
             vn, fn, ln = Signal(name=f"v_d{k}"), Signal(name=f"f_d{k}"), Signal(name=f"l_d{k}")
             m.d.sync += [vn.eq(vd), fn.eq(fd), ln.eq(ld)]
             vd, fd, ld = vn, fn, ln
-        # stage 2: product = Wc·Ac · term, registered (wraps modulo 2**acc_bits, exactly)
-        v2, f2, l2 = Signal(), Signal(), Signal()
-        m.d.sync += [v2.eq(vd), f2.eq(fd), l2.eq(ld)]
+        # stage 2: term = 2·P − S ('pm1') or P ('bin'), registered
+        vt, ft, lt = Signal(), Signal(), Signal()
+        m.d.sync += [vt.eq(vd), ft.eq(fd), lt.eq(ld)]
         count_shape = signed(simd.bit_length() + 2)
         s_signed = Signal(count_shape)
         m.d.comb += s_signed.eq(s_unit.o)
-        prods = []
+        terms = []
         for p in range(pe):
-            coef = mems["c"].data[p * cw:(p + 1) * cw].as_signed()
             term = Signal(count_shape, name=f"term{p}")
             if layer.weight_encoding == "pm1":
-                m.d.comb += term.eq(counts[p] * 2 - s_signed)
+                m.d.sync += term.eq(counts[p] * 2 - s_signed)
             else:
-                m.d.comb += term.eq(counts[p])
+                m.d.sync += term.eq(counts[p])
+            terms.append(term)
+        coef_word = Signal(pe * cw)
+        m.d.sync += coef_word.eq(mems["c"].data)
+        # stage 3: product = Wc·Ac · term, registered (wraps modulo 2**acc_bits, exactly)
+        v2, f2, l2 = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(vt), f2.eq(ft), l2.eq(lt)]
+        prods = []
+        for p in range(pe):
+            coef = coef_word[p * cw:(p + 1) * cw].as_signed()
             prod = Signal(signed(acc_bits), name=f"prod{p}")
-            m.d.sync += prod.eq(coef * term)
+            m.d.sync += prod.eq(coef * terms[p])
             prods.append(prod)
-        # stage 3: accumulate; `done` is high while the last product is being added
+        # stage 4: accumulate; `done` is high while the last product is being added
         accs = [Signal(signed(acc_bits), name=f"acc{p}") for p in range(pe)]
         for p in range(pe):
             bias = mems["b"].data[p * acc_bits:(p + 1) * acc_bits].as_signed()

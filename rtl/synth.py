@@ -53,7 +53,12 @@ def _run(cmd, log, cwd):
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd)
     if proc.returncode != 0:
-        tail = Path(log).read_text().strip().splitlines()[-5:]
+        text = Path(log).read_text()
+        full = re.search(r"no BELs remaining to implement cell type '(\w+)'", text)
+        if full:
+            raise RuntimeError(f"the design does not fit the device ({full.group(1)} cells exhausted; see {log}): "
+                               "choose a larger --device or a smaller folding")
+        tail = text.strip().splitlines()[-5:]
         raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log}:\n" + "\n".join(tail))
 
 

@@ -40,3 +40,10 @@ def test_user_npz_errors(tmp_path, arrays, message):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="Unknown dataset 'cifar'"):
         load_dataset("cifar")
+
+
+def test_mnist5k_is_real_28x28_digits():
+    d = load_dataset("mnist5k", seed=0)
+    assert d.shape == (1, 28, 28) and d.levels == 256 and d.x_train.dtype == np.uint8
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 5000
+    assert sorted(set(d.y_test.tolist())) == list(range(10))

@@ -121,3 +121,22 @@ def test_uniform_quantizer_lowers(digits):
     model = lower(qat_net, digits.classes)
     hw = predict(Simulator(model).run(digits.x_test))
     assert np.mean(hw == torch_predict(qat_net, digits.x_test)) >= 0.99
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_28x28_inputs_lower_and_agree(arch):
+    """mnist5k: 256 input levels (8 input bit planes) and 28×28 images through the whole lowering."""
+    from export.flow import RunConfig, train_models
+    from models.data import load_dataset
+
+    data = load_dataset("mnist5k", seed=0)
+    cfg = RunConfig(dataset="mnist5k", arch=arch, widths=(32,) if arch == "mlp" else (4, 8),
+                    float_epochs=1, qat_epochs=1)
+    _, qat_net = train_models(cfg, data, progress=False)[:2]
+    model = lower(qat_net, data.classes)
+    first = model.mac_layers()[0]
+    assert first.in_bits == 8 and first.in_levels == 256
+    x = data.x_test[:200]
+    hw = Simulator(model).run(x)
+    np.testing.assert_array_equal(hw, Simulator(model).run(x, mode="bitplane"))
+    assert np.mean(predict(hw) == torch_predict(qat_net, x)) >= 0.98
