@@ -127,8 +127,12 @@ class DenseEngine(wiring.Component):
         c = Signal(range(max(chunks, 2)))         # SIMD chunk
         lane = Signal(range(max(pe, 2)))          # output beat within the group
         issue, first, last = Signal(), Signal(), Signal()
+        # Running addresses instead of (g·K_w + i)·C + c and (g·K_w + i)·K_a + j: the products
+        # would sit on the critical path.
+        w_base = Signal(range(max(groups * kw * chunks, 2)))   # (g·K_w + i)·C
+        c_addr = Signal(range(max(groups * kw * ka, 2)))       # (g·K_w + i)·K_a + j
 
-        m.d.comb += [mems["code"].addr.eq(self.i.payload), mems["w"].addr.eq((g * kw + i) * chunks + c),
+        m.d.comb += [mems["code"].addr.eq(self.i.payload), mems["w"].addr.eq(w_base + c),
                      mems["b"].addr.eq(g)]
         if "t" in mems:
             m.d.comb += mems["t"].addr.eq(g)
@@ -138,8 +142,7 @@ class DenseEngine(wiring.Component):
         # then registered once more (off the memory's slow clock-to-out), lines up with the
         # registered popcount term.
         pl = max(1, (simd - 1).bit_length())  # = Popcount(simd).latency
-        caddr = Signal(range(max(groups * kw * ka, 2)))
-        m.d.comb += caddr.eq((g * kw + i) * ka + j)
+        caddr = c_addr
         for k in range(pl):
             nxt = Signal.like(caddr, name=f"caddr_d{k}")
             m.d.sync += nxt.eq(caddr)
@@ -165,7 +168,7 @@ class DenseEngine(wiring.Component):
                     with m.Else():
                         m.d.sync += pos.eq(pos + 1)
                     with m.If(n == i_n - 1):
-                        m.d.sync += [n.eq(0), g.eq(0), i.eq(0), j.eq(0), c.eq(0)]
+                        m.d.sync += [n.eq(0), g.eq(0), i.eq(0), j.eq(0), c.eq(0), w_base.eq(0), c_addr.eq(0)]
                         m.next = "COMPUTE"
                     with m.Else():
                         m.d.sync += n.eq(n + 1)
@@ -173,9 +176,9 @@ class DenseEngine(wiring.Component):
                 m.d.comb += [issue.eq(1), first.eq((i == 0) & (j == 0) & (c == 0)),
                              last.eq((i == kw - 1) & (j == ka - 1) & (c == chunks - 1))]
                 with m.If(c == chunks - 1):
-                    m.d.sync += c.eq(0)
+                    m.d.sync += [c.eq(0), c_addr.eq(c_addr + 1)]
                     with m.If(j == ka - 1):
-                        m.d.sync += j.eq(0)
+                        m.d.sync += [j.eq(0), w_base.eq(w_base + chunks)]
                         with m.If(i == kw - 1):
                             m.d.sync += i.eq(0)
                             m.next = "DRAIN"
