@@ -29,6 +29,8 @@ class Simulator:
     def __init__(self, model, chunk=1024):
         if not isinstance(model, Model):
             raise TypeError(f"Simulator needs an export.ir.Model, not {type(model).__name__}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise TypeError(f"Simulator chunk must be a positive integer, not {chunk!r}")
         self.model = model
         self.chunk = chunk
         self._prepared = {layer.name: prepare(layer) for layer in model.mac_layers()}

@@ -82,6 +82,7 @@ def test_fast_equals_bitplane_dense(seed, wbits, abits, sizes):
     fast, tf = sim.run(x, mode="fast", trace=True)
     planes, tp = sim.run(x, mode="bitplane", trace=True)
     np.testing.assert_array_equal(fast, planes)
+    np.testing.assert_array_equal(sim.run(x), planes)  # the untraced, chunked fast path too
     for name in tf.out:
         np.testing.assert_array_equal(tf.acc[name], tp.acc[name])
         np.testing.assert_array_equal(tf.out[name], tp.out[name])
@@ -97,8 +98,37 @@ def test_fast_equals_bitplane_conv(seed, wbits, abits, c, h, w, ch):
     fast, tf = sim.run(x, mode="fast", trace=True)
     planes, tp = sim.run(x, mode="bitplane", trace=True)
     np.testing.assert_array_equal(fast, planes)
+    np.testing.assert_array_equal(sim.run(x), planes)  # the untraced, chunked fast path too
     for name in tf.out:
         np.testing.assert_array_equal(tf.out[name], tp.out[name])
+
+
+def test_chunking_keeps_every_integer(rng):
+    model = random_dense_model(rng, [20, 9, 4], 3, 3)
+    x = rng.integers(0, model.input.levels, size=(50, 20))
+    whole = Simulator(model, chunk=1000).run(x)
+    for chunk in (1, 7, 50):
+        np.testing.assert_array_equal(Simulator(model, chunk=chunk).run(x), whole)
+    assert Simulator(model).run(x[:0]).shape == (0, 4)
+
+
+@pytest.mark.parametrize("coef, values, arithmetic", [
+    (2**3, [1, 2], "float32"),      # bound ≈ 40·2^4·3 < 2^24
+    (2**14, [2**10, 2**11], "float64"),
+    (2**30, [2**20, 2**21], "int64"),
+])
+def test_the_proven_arithmetic_is_exact(rng, coef, values, arithmetic):
+    from dataclasses import replace
+
+    model = random_dense_model(rng, [40, 3], weight_bits=2, act_bits=2, in_levels=4)
+    layer = replace(model.layers[0], weight_coef=np.full_like(model.layers[0].weight_coef, coef),
+                    bias=np.zeros(3, np.int64), in_coef=np.array(values, np.int64),
+                    in_code=np.arange(4, dtype=np.uint16), acc_bits=64)
+    sim = Simulator(replace(model, layers=(layer,)))
+    assert sim.arithmetic() == {"fc0": arithmetic}
+    x = rng.integers(0, 4, size=(6, 40))
+    np.testing.assert_array_equal(sim.run(x), _reference_dense(layer, x))
+    np.testing.assert_array_equal(sim.run(x, mode="bitplane"), _reference_dense(layer, x))
 
 
 def test_int64_fallback_when_float64_is_not_exact(rng):
