@@ -39,27 +39,18 @@ def _run_config(args):
 
 def cmd_run(args):
     from .flow import run
-    from .report import ladder_rows
-
-    from .flow_rtl import ladder_rtl_rows
+    from .report import result_ladder_rows
 
     cfg = _run_config(args)
     hardware = None if args.no_rtl else dict(pe=args.pe, simd=args.simd, target_ii=args.target_ii,
                                               synth=not args.no_synth, hls4ml=not args.no_hls4ml)
     result, folder = run(cfg, args.out, progress=not args.quiet, hardware=hardware)
-    rows = ladder_rows(result["ladder"])
-    if "hardware" in result:
-        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
+    rows = result_ladder_rows(result)
     _table(f"Verification ladder ({result['ladder']['samples']} test samples)",
            ["step", "check", "result", "status"], rows)
-    synth = result.get("hardware", {}).get("synth")
-    if synth:
-        from .cli_rtl import hardware_rows
-        from rtl.synth import SynthReport
-
-        fields = {k: v for k, v in synth.items() if k in SynthReport.__dataclass_fields__}
-        _table("Hardware (ECP5, out of context)", ["figure", "value"],
-               hardware_rows(SynthReport(**fields), result["hardware"]["description"]))
+    figures = result.get("hardware", {}).get("synth_rows")
+    if figures:
+        _table("Hardware (ECP5, out of context)", ["figure", "value"], figures)
     extra = "".join(f", {sub}/" for sub in ("rtl", "hls4ml") if (folder / sub).is_dir())
     print(f"run folder: {folder}  (report.md, model.lqir.npz, training.png{extra})")
     print(f"wall time: {result['timings']['total_s']:.1f} s")
@@ -118,26 +109,29 @@ def dataset_split(model, dataset, split, seed):
     return x, y
 
 
+def inputs_from_args(model, args):
+    """``(x, labels)`` from ``--inputs X.npy`` (labels None) or else ``--dataset``/``--split``."""
+    if args.inputs is not None:
+        return load_inputs(args.inputs), None
+    return dataset_split(model, args.dataset, args.split, args.seed)
+
+
 def cmd_sim(args):
     import hwsim
 
     from .atomic import atomic_save_npy
 
     model = hwsim.load(args.model)
-    sim = hwsim.Simulator(model)
-    if args.inputs is not None:
-        acc = sim.run(load_inputs(args.inputs), mode=args.mode)
-        if args.save:
-            atomic_save_npy(args.save, acc)
-            print(f"wrote {args.save}: int64 {list(acc.shape)}")
-        else:
-            print(acc)
-        return 0
-    x, y = dataset_split(model, args.dataset, args.split, args.seed)
-    acc = sim.run(x, mode=args.mode)
+    x, labels = inputs_from_args(model, args)
+    acc = hwsim.Simulator(model).run(x, mode=args.mode)
     if args.save:
         atomic_save_npy(args.save, acc)
-    print(f"{args.dataset} {args.split}: {len(y)} samples, hwsim {args.mode} accuracy {hwsim.accuracy(acc, y):.2%}")
+        print(f"wrote {args.save}: int64 {list(acc.shape)}")
+    if labels is not None:
+        print(f"{args.dataset} {args.split}: {len(labels)} samples, hwsim {args.mode} accuracy "
+              f"{hwsim.accuracy(acc, labels):.2%}")
+    elif not args.save:
+        print(acc)
     return 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .atomic import atomic_save_npy
 
-__all__ = ["register", "add_folding_options", "foldings_from_args", "hardware_rows"]
+__all__ = ["register", "add_folding_options", "foldings_from_args"]
 
 
 def add_folding_options(p):
@@ -42,14 +42,11 @@ def cmd_cosim(args):
     import hwsim
     from rtl.cosim import cosim_network
 
-    from .cli import dataset_split, load_inputs
+    from .cli import inputs_from_args
 
     model = hwsim.load(args.model)
     foldings = foldings_from_args(model, args)
-    if args.inputs is not None:
-        x, labels = load_inputs(args.inputs), None
-    else:
-        x, labels = dataset_split(model, args.dataset, args.split, args.seed)
+    x, labels = inputs_from_args(model, args)
     if args.limit:
         x = x[:args.limit]
         labels = None if labels is None else labels[:args.limit]
@@ -73,7 +70,7 @@ def cmd_cosim(args):
 
 
 def cmd_synth(args):
-    from rtl.synth import synthesize
+    from rtl.synth import figure_rows, synthesize
 
     folder = Path(args.folder)
     verilog, desc = folder / "lqflow_top.v", folder / "lqflow_top.json"
@@ -82,24 +79,9 @@ def cmd_synth(args):
     info = json.loads(desc.read_text())
     print(f"synthesizing for LFE5U-{args.device[:-1]}F (yosys synth_ecp5, nextpnr-ecp5) ...")
     report = synthesize(verilog, folder / "synth", device=args.device, target_mhz=args.freq)
-    for row in hardware_rows(report, info):
+    for row in figure_rows(report, info):
         print(f"  {row[0]:<22} {row[1]}")
     return 0
-
-
-def hardware_rows(report, info):
-    """(figure, value) rows of the hardware table."""
-    ii, latency = info["initiation_interval_cycles"], info["latency_cycles"]
-    rate, micros = report.throughput(ii, latency)
-    folding = ", ".join(f"{l['name']} {l['pe']}×{l['simd']}" for l in info["layers"])
-    return [
-        ("device", report.device), ("folding (PE×SIMD)", folding),
-        ("LUT4 (synthesis)", f"{report.lut4:,} + {report.ccu2c:,} CCU2C carry"),
-        ("LUT4 (placed)", f"{report.pnr_lut4:,}"), ("FF", f"{report.ff:,}"),
-        ("block RAM (DP16KD)", report.bram), ("LUT RAM (DPR16X4)", report.lutram), ("DSP (MULT18X18D)", report.dsp),
-        ("Fmax", f"{report.fmax_mhz:.1f} MHz"), ("initiation interval", f"{ii} cycles"),
-        ("latency", f"{latency} cycles = {micros:.2f} µs"), ("throughput", f"{rate:,.0f} inferences/s"),
-    ]
 
 
 def register(sub):

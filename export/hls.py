@@ -26,7 +26,7 @@ import numpy as np
 
 from .ir import DenseLayer, FlattenLayer, accumulator_bounds, input_values, signed_width, weight_values
 
-__all__ = ["HlsLayer", "HlsPlan", "plan_hls", "build_hls_model", "ExpressError"]
+__all__ = ["HlsLayer", "HlsResult", "plan_hls", "build_hls_model", "hls_cosim", "ExpressError"]
 
 MAX_WIDTH = 53  # weights, biases and results travel as float64 through hls4ml: exact below 2**53
 
@@ -51,10 +51,18 @@ class HlsLayer:
 
 
 @dataclass
-class HlsPlan:
-    layers: list
-    in_features: int
-    classes: int
+class HlsResult:
+    """hls4ml's C simulation next to hwsim's answer for the same inputs."""
+
+    outputs: np.ndarray      # int64 [B, classes], from the C simulation
+    reference: np.ndarray    # int64 [B, classes], hwsim
+    plan: list               # the HlsLayer list the project was built from
+    compile_s: float
+
+    @property
+    def mismatches(self):
+        """Indices of samples whose logits differ from hwsim's in any integer (must be empty)."""
+        return [int(k) for k in np.nonzero((self.outputs != self.reference).any(axis=1))[0]]
 
 
 def _dense(name, weight, bias, lo_in, hi_in, exact=None):
@@ -101,7 +109,8 @@ def _consume(weight, values):
 
 
 def plan_hls(model):
-    """The hls4ml layers of ``model`` with exact weights and bounds (raises ExpressError)."""
+    """The hls4ml layers of ``model`` (a list of :class:`HlsLayer`, input first) with exact
+    weights and bounds; raises :class:`ExpressError`."""
     for index, layer in enumerate(model.layers):
         if not isinstance(layer, (DenseLayer, FlattenLayer)):
             raise ExpressError(f"layers[{index}] ({layer.name}): {layer.op!r} is not supported by the hls4ml writer "
@@ -110,12 +119,12 @@ def plan_hls(model):
     n_in = int(np.prod(model.input.shape))
     levels = model.input.levels
     x = HlsLayer("x", "input", n_in, np.zeros(n_in, np.int64), np.full(n_in, levels - 1, np.int64))
-    plan, prev, pending = [x], x, None   # pending: thresholds of the previous layer
+    plan, prev = [x], x
     for k, layer in enumerate(dense):
         values = input_values(layer)
         weight = weight_values(layer).astype(np.int64)
         bias = layer.bias.astype(np.int64)
-        if pending is None:
+        if k == 0:  # reads the network input; every later layer reads a threshold layer's pairs
             ks = np.arange(levels)
             slope = values[1] - values[0] if levels > 1 else 0
             if np.array_equal(values, values[0] + slope * ks):      # affine in the level index: fold
@@ -134,11 +143,10 @@ def plan_hls(model):
         plan.append(mac)
         if layer.output == "threshold":
             plan += _expand(layer.name, mac.lo, mac.hi, layer.thresholds)
-            pending = layer.thresholds
         prev = plan[-1]
     for layer in plan:
         _set_precision(layer)
-    return HlsPlan(plan, n_in, len(model.classes))
+    return plan
 
 
 def _set_precision(layer):
@@ -180,14 +188,14 @@ def build_hls_model(model, out_dir, project="lqflow_hls", part="xcu250-figd2104-
     plan = plan_hls(model)
     config = create_config(output_dir=str(out_dir), project_name=project, backend="Vitis",
                            io_type="io_parallel", part=part, clock_period=clock_period)
-    last = plan.layers[-1]
+    last = plan[-1]
     config["HLSConfig"] = {
         # The model-wide precision is only a fallback; every layer below overrides all its types.
         "Model": {"Precision": last.precision["result"], "ReuseFactor": 1, "Strategy": "Latency"},
-        "LayerName": {layer.name: _layer_config(layer) for layer in plan.layers},
+        "LayerName": {layer.name: _layer_config(layer) for layer in plan},
     }
     layer_list, prev = [], None
-    for layer in plan.layers:
+    for layer in plan:
         if layer.kind == "input":
             layer_list.append({"class_name": "InputLayer", "name": layer.name, "input_shape": [layer.n_out]})
         elif layer.kind == "dense":
@@ -200,3 +208,25 @@ def build_hls_model(model, out_dir, project="lqflow_hls", part="xcu250-figd2104-
                                "activation": "relu"})
         prev = layer.name
     return ModelGraph.from_layer_list(config, layer_list), plan
+
+
+def hls_cosim(model, x, project_dir):
+    """Write and compile the project, run hls4ml's C simulation on level indices ``x``, and
+    set it beside hwsim's answer (computed once, here)."""
+    import time
+
+    from hwsim import Simulator
+
+    sim = Simulator(model)
+    x = sim.check_inputs(x)
+    reference = sim.run(x)
+    hls_model, plan = build_hls_model(model, project_dir)
+    hls_model.write()
+    t0 = time.perf_counter()
+    hls_model.compile()
+    compile_s = time.perf_counter() - t0
+    raw = np.asarray(hls_model.predict(np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float64)))
+    raw = raw.reshape(len(x), -1)
+    if not np.array_equal(raw, np.rint(raw)):
+        raise RuntimeError("hls4ml returned non-integer outputs: a precision in the project is too narrow")
+    return HlsResult(raw.astype(np.int64), reference, plan, compile_s)

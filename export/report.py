@@ -2,7 +2,7 @@
 
 from .atomic import atomic_open, atomic_write_bytes
 
-__all__ = ["ladder_rows", "write_report", "write_plot"]
+__all__ = ["ladder_rows", "result_ladder_rows", "write_report", "write_plot"]
 
 
 def ladder_rows(ladder):
@@ -19,6 +19,16 @@ def ladder_rows(ladder):
     ]
 
 
+def result_ladder_rows(result):
+    """Every ladder row of a run result: steps 1–4, then 5 and 6 when they ran."""
+    rows = ladder_rows(result["ladder"])
+    if "hardware" in result:
+        from .flow_rtl import ladder_rtl_rows
+
+        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
+    return rows
+
+
 def write_report(path, result):
     cfg, ladder, timings = result["config"], result["ladder"], result["timings"]
     lines = [
@@ -29,12 +39,7 @@ def write_report(path, result):
         "## Verification ladder", "",
         "| step | check | result | status |", "|---|---|---|---|",
     ]
-    rows = ladder_rows(ladder)
-    if "hardware" in result:
-        from .flow_rtl import ladder_rtl_rows
-
-        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
-    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in rows]
+    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in result_ladder_rows(result)]
     lines += ["", "## Integer IR", "", "| layer | op | output shape | W bits | in bits | acc bits | output |",
               "|---|---|---|---|---|---|---|"]
     for row in result["ir"]["layers"]:

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 from export.ir import DenseLayer
 
-__all__ = ["Folding", "LayerTiming", "NetworkTiming", "layer_timing", "fold_for_ii", "check_foldable", "network_timing"]
+__all__ = ["Folding", "LayerTiming", "NetworkTiming", "popcount_latency", "layer_timing", "fold_for_ii",
+           "check_foldable", "network_timing"]
 
-_POPCOUNT_LATENCY = lambda simd: max(1, (simd - 1).bit_length())  # noqa: E731 — ceil(log2(simd)), at least 1
+
+
+def popcount_latency(width):
+    """Cycles of the pipelined popcount tree of ``width`` bits: ``max(1, ceil(log2(width)))``."""
+    return max(1, (width - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def layer_timing(layer, folding):
     chunks = -(-layer.in_features // folding.simd)
     groups = -(-layer.out_features // folding.pe)
     return LayerTiming(load=layer.in_features, issue=layer.weight_bits * layer.in_bits * chunks,
-                       drain=_POPCOUNT_LATENCY(folding.simd) + 3, groups=groups, emits=layer.out_features)
+                       drain=popcount_latency(folding.simd) + 3, groups=groups, emits=layer.out_features)
 
 
 def fold_for_ii(layer, target_ii):

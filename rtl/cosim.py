@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hwsim import Simulator
-from hwsim.cycles import layer_timing, network_timing
+from hwsim.cycles import layer_timing
 from hwsim.fast import mac_fast, prepare
 from hwsim.layout import apply_thresholds
 
@@ -49,10 +50,33 @@ class CosimResult:
         return self.samples / self.clean_wall_s if self.clean_wall_s else float("nan")
 
 
+@contextmanager
+def _verilator_on_path():
+    """Verilator's variables in ``os.environ`` while the runner works, restored afterwards.
+
+    cocotb's runner finds ``verilator`` with ``shutil.which`` and copies ``os.environ``
+    into its subprocesses, so the variables must be there, but only for this call.
+    """
+    saved = {key: os.environ.get(key) for key in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
+    os.environ.update(verilator_env())
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _run(verilog, toplevel, bundle, build_dir, seed):
+    with _verilator_on_path():
+        return _build_and_test(verilog, toplevel, bundle, build_dir, seed)
+
+
+def _build_and_test(verilog, toplevel, bundle, build_dir, seed):
     from cocotb_tools.runner import get_runner
 
-    os.environ.update(verilator_env())
     build_dir = Path(build_dir).resolve()
     bundle_path, results_path = build_dir / "bench.npz", build_dir / "results.json"
     outputs_path = build_dir / "rtl_outputs.npy"
@@ -84,16 +108,15 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     expected = sim.run(x)
     pred = expected.argmax(axis=1)
     build_dir = Path(build_dir)
-    verilog, _ = write_network(model, foldings, build_dir / "rtl")
+    verilog, info = write_network(model, foldings, build_dir / "rtl")
+    latency, ii = info["latency_cycles"], info["initiation_interval_cycles"]   # the cycle model's
     acc_bits = model.mac_layers()[-1].acc_bits
     bundle = dict(x=x.reshape(len(x), -1), expected=np.concatenate([expected, pred[:, None]], axis=1),
                   fmt_kind="network", fmt_count=len(model.classes), fmt_width=acc_bits, beats_per_sample=1,
-                  stress=stress, gap_prob=gap_prob, ready_prob=ready_prob)
-    timing = network_timing(model, foldings)
-    bundle["max_cycles"] = 2 * (timing.latency + timing.ii * len(x))
+                  stress=stress, gap_prob=gap_prob, ready_prob=ready_prob, max_cycles=2 * (latency + ii * len(x)))
     res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed)
     return CosimResult(res["samples"], res["clean_mismatches"], res["stress_mismatches"], res["latency"],
-                       res["ii"], timing.latency, timing.ii, res["outputs"], bundle["expected"], build_s, sim_s,
+                       res["ii"], latency, ii, res["outputs"], bundle["expected"], build_s, sim_s,
                        res["clean_cycles"], res["clean_wall_s"])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from export.ir import bit_planes, signed_width
 
-from hwsim.cycles import Folding, layer_timing
+from hwsim.cycles import Folding, layer_timing, popcount_latency
 from .popcount import Popcount
 
 __all__ = ["DenseEngine", "level_width"]
@@ -48,7 +48,7 @@ class DenseEngine(wiring.Component):
         ``unsigned(level_width(out_levels))``) or the accumulator (``accumulate``,
         ``signed(acc_bits)``).
 
-    Timing (no stalls): :func:`rtl.folding.layer_timing` — loads ``in_features`` beats,
+    Timing (no stalls): :func:`hwsim.cycles.layer_timing` — loads ``in_features`` beats,
     then per PE group issues ``K_w·K_a·ceil(I/SIMD)`` cycles, drains the pipeline,
     thresholds in one cycle and emits its channels. Not pipelined across vectors:
     the next vector loads after the last output beat.
@@ -56,7 +56,7 @@ class DenseEngine(wiring.Component):
 
     def __init__(self, layer, folding):
         if not isinstance(folding, Folding):
-            raise TypeError(f"Engine folding must be a rtl.folding.Folding, not {folding!r}")
+            raise TypeError(f"Engine folding must be a hwsim.cycles.Folding, not {folding!r}")
         self.layer, self.folding = layer, folding
         self.timing = layer_timing(layer, folding)
         self.in_width = level_width(layer.in_levels)
@@ -141,7 +141,7 @@ class DenseEngine(wiring.Component):
         # The coefficient address follows the popcount pipeline so that its data, read and
         # then registered once more (off the memory's slow clock-to-out), lines up with the
         # registered popcount term.
-        pl = max(1, (simd - 1).bit_length())  # = Popcount(simd).latency
+        pl = popcount_latency(simd)
         caddr = c_addr
         for k in range(pl):
             nxt = Signal.like(caddr, name=f"caddr_d{k}")

@@ -1,10 +1,10 @@
 """A pipelined popcount: an adder tree with a register after every level."""
 
-import math
-
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from hwsim.cycles import popcount_latency
 
 __all__ = ["Popcount"]
 
@@ -31,7 +31,7 @@ class Popcount(wiring.Component):
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise TypeError(f"Popcount width must be a positive integer, not {width!r}")
         self.width = width
-        self.latency = max(1, math.ceil(math.log2(width)))
+        self.latency = popcount_latency(width)
         super().__init__({"i": In(width), "o": Out(range(width + 1))})
 
     def elaborate(self, platform):

@@ -15,7 +15,7 @@ from export.atomic import atomic_write_bytes
 
 from .toolchain import ToolchainError
 
-__all__ = ["DEVICES", "SynthReport", "synthesize", "find_tool"]
+__all__ = ["DEVICES", "SynthReport", "synthesize", "find_tool", "figure_rows"]
 
 # nextpnr-ecp5 device flag → a package that exists for it
 DEVICES = {"25k": "CABGA256", "45k": "CABGA256", "85k": "CABGA381"}
@@ -101,3 +101,19 @@ def synthesize(verilog, out_dir, top="lqflow_top", device="25k", target_mhz=100.
         yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
     atomic_write_bytes(out_dir / "synth.json", json.dumps(asdict(report), indent=2).encode())
     return report
+
+
+def figure_rows(report, info):
+    """(figure, value) rows: the report with the folding, cycles and throughput of ``info``
+    (the description :func:`rtl.verilog.write_network` writes)."""
+    ii, latency = info["initiation_interval_cycles"], info["latency_cycles"]
+    rate, micros = report.throughput(ii, latency)
+    folding = ", ".join(f"{layer['name']} {layer['pe']}×{layer['simd']}" for layer in info["layers"])
+    return [
+        ("device", report.device), ("folding (PE×SIMD)", folding),
+        ("LUT4 (synthesis)", f"{report.lut4:,} + {report.ccu2c:,} CCU2C carry"),
+        ("LUT4 (placed)", f"{report.pnr_lut4:,}"), ("FF", f"{report.ff:,}"),
+        ("block RAM (DP16KD)", report.bram), ("LUT RAM (DPR16X4)", report.lutram), ("DSP (MULT18X18D)", report.dsp),
+        ("Fmax", f"{report.fmax_mhz:.1f} MHz"), ("initiation interval", f"{ii} cycles"),
+        ("latency", f"{latency} cycles = {micros:.2f} µs"), ("throughput", f"{rate:,.0f} inferences/s"),
+    ]

@@ -49,7 +49,7 @@ class NetworkTop(wiring.Component):
                              f"got {len(foldings)}")
         for f in foldings:
             if not isinstance(f, Folding):
-                raise TypeError(f"Folding must be a rtl.folding.Folding, not {f!r}")
+                raise TypeError(f"Folding must be a hwsim.cycles.Folding, not {f!r}")
         self.foldings = foldings
         self.in_width = level_width(model.input.levels)
         last = self.dense[-1]

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from export.cli import main
-from export.cli_hls import hls_cosim
-from export.hls import ExpressError, build_hls_model, plan_hls
+from export.hls import ExpressError, build_hls_model, hls_cosim, plan_hls
 from export import ir
 from export.lower import lower
 from export.random_model import random_conv_model, random_dense_model
@@ -16,9 +15,10 @@ from hwsim import Simulator
 
 def test_digits_model(tmp_path, trained_mlp, digits):
     model = lower(trained_mlp[1], digits.classes)
-    out, reference, _, _ = hls_cosim(model, digits.x_test, tmp_path / "prj")
-    np.testing.assert_array_equal(out, Simulator(model).run(digits.x_test))
-    np.testing.assert_array_equal(out, reference)
+    res = hls_cosim(model, digits.x_test, tmp_path / "prj")
+    np.testing.assert_array_equal(res.outputs, Simulator(model).run(digits.x_test))
+    np.testing.assert_array_equal(res.outputs, res.reference)
+    assert res.mismatches == []
 
 
 @pytest.mark.parametrize("seed, wbits, abits, sizes", [
@@ -30,14 +30,14 @@ def test_random_models(tmp_path, seed, wbits, abits, sizes):
     rng = np.random.default_rng(seed)
     model = random_dense_model(rng, sizes, wbits, abits)   # random in_code: non-affine inputs too
     x = rng.integers(0, model.input.levels, size=(30, sizes[0]))
-    out, reference, _, _ = hls_cosim(model, x, tmp_path / "prj")
-    np.testing.assert_array_equal(out, reference)
+    res = hls_cosim(model, x, tmp_path / "prj")
+    np.testing.assert_array_equal(res.outputs, res.reference)
 
 
 def test_every_precision_is_ours(tmp_path, rng):
     model = random_dense_model(rng, [6, 4, 3], 2, 2)
     hls_model, plan = build_hls_model(model, tmp_path / "prj")
-    wanted = {layer.name: layer.precision for layer in plan.layers}
+    wanted = {layer.name: layer.precision for layer in plan}
     for layer in hls_model.get_layers():
         types = {str(t.precision) for t in layer.get_layer_precision().values()
                  if not t.name.endswith("_index")}   # hls4ml's internal index type
