@@ -123,7 +123,7 @@ def cmd_sim(args):
 
     model = hwsim.load(args.model)
     x, labels = inputs_from_args(model, args)
-    acc = hwsim.Simulator(model).run(x, mode=args.mode)
+    acc = hwsim.Simulator(model, threads=args.threads, kernels=args.kernels).run(x, mode=args.mode)
     if args.save:
         atomic_save_npy(args.save, acc)
         print(f"wrote {args.save}: int64 {list(acc.shape)}")
@@ -175,10 +175,24 @@ def build_parser():
     p = sub.add_parser("sim", help="run an IR model in the bit-exact simulator")
     _add_model_io(p)
     p.add_argument("--mode", default="fast", choices=["fast", "bitplane"], help="default: fast")
+    p.add_argument("--kernels", default="auto", choices=["auto", "numpy", "numba"],
+                   help="fast mode's element-wise kernels (default auto: numba when installed)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads running chunks of the batch (default: every core)")
     p.set_defaults(func=cmd_sim)
     for register in _EXTENSIONS:
         register(sub)
     return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
 
 
 def _add_model_io(p):

@@ -131,6 +131,10 @@ def verify(model, qat_net, float_net, x, y):
         equal &= bool(np.array_equal(arr, trace_planes.acc[name]))
         equal &= bool(np.array_equal(trace_fast.out[name], trace_planes.out[name]))
         compared += arr.size + trace_fast.out[name].size
+    # The untraced path (fused kernels, chunks on every core) is the one users run.
+    untraced = sim.run(x)
+    equal &= bool(np.array_equal(untraced, acc_fast))
+    compared += untraced.size
     hw_pred, q_pred = predict(acc_fast), torch_predict(qat_net, x)
     return Ladder(float_acc=float(np.mean(torch_predict(float_net, x) == y)),
                   qat_acc=float(np.mean(q_pred == y)), hwsim_acc=float(np.mean(hw_pred == y)),

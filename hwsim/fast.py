@@ -7,6 +7,11 @@ below 2**24 every partial sum is an integer float32 represents exactly, below 2*
 float64 does; otherwise the product falls back to int64.  Thresholds are compared in
 the same arithmetic after clamping them to the reachable accumulator range (which
 changes no result and keeps them exactly representable).
+
+Where a layer's input values are a multiple of the level index (``value = step * k``,
+as for uniform quantizers and raw pixels), the step is folded into the weights and the
+product reads the level index itself: a cast instead of a table lookup, which is the
+slowest pass numpy makes here.  The bound, and so the proof, is unchanged.
 """
 
 import numpy as np
@@ -15,7 +20,8 @@ from export.ir import Conv2dLayer, accumulator_bounds, input_values, weight_valu
 
 from .layout import conv_columns_nhwc
 
-__all__ = ["PreparedLayer", "prepare", "mac_fast", "threshold_fast"]
+__all__ = ["PreparedLayer", "prepare", "index_step", "layer_input", "mac_fast", "mac_operand",
+           "threshold_fast"]
 
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
@@ -33,6 +39,8 @@ class PreparedLayer:
         if isinstance(layer, Conv2dLayer):  # (kh, kw, C) order, matching conv_columns_nhwc
             weights = weights.transpose(0, 2, 3, 1)
         weights = weights.reshape(layer.n_out, -1)  # [O, F]
+        step = index_step(values)
+        self.reads_index = step is not None
         self.bound = int(np.abs(weights).sum(axis=1).max()) * int(np.abs(values).max())
         self.bound += int(np.abs(layer.bias).max())
         if self.bound < FLOAT32_EXACT:
@@ -41,8 +49,11 @@ class PreparedLayer:
             self.dtype = np.dtype(np.float64)
         else:
             self.dtype = np.dtype(np.int64)
+        if self.reads_index:
+            weights = weights * step
         self.weights_t = np.ascontiguousarray(weights.T.astype(self.dtype))
-        self.values = values.astype(self.dtype)
+        # What the product reads for each level index: the index itself or its value.
+        self.input_table = (np.arange(len(values)) if self.reads_index else values).astype(self.dtype)
         self.bias = layer.bias.astype(self.dtype)
         self.out_dtype = None
         if layer.thresholds is not None:
@@ -58,8 +69,30 @@ class PreparedLayer:
         return self.dtype != np.int64
 
 
+def index_step(values):
+    """``step`` if ``values == step * arange(len(values))`` with ``step > 0``, else None.
+
+    Level 0 must be value 0, so that a padded convolution tap (value 0) stays index 0.
+    """
+    if len(values) < 2 or values[1] <= 0:
+        return None
+    step = int(values[1])
+    return step if np.array_equal(values, step * np.arange(len(values))) else None
+
+
 def prepare(layer):
     return PreparedLayer(layer)
+
+
+def layer_input(prep, x, workspace=None):
+    """The product's operand for level indices ``x``: ``prep.input_table[x]``."""
+    if not prep.reads_index:
+        return np.take(prep.input_table, x)
+    if workspace is None:
+        return x.astype(prep.dtype)
+    out = workspace.get((prep.layer.name, "in"), x.shape, prep.dtype)
+    np.copyto(out, x, casting="unsafe")
+    return out
 
 
 def mac_fast(prep, x, with_bias=True):
@@ -69,14 +102,22 @@ def mac_fast(prep, x, with_bias=True):
     ``[B, H', W', O]``.  ``with_bias=False`` leaves the bias out, for
     :func:`threshold_fast`, which folded it into the thresholds.
     """
+    return mac_operand(prep, layer_input(prep, x), with_bias)
+
+
+def mac_operand(prep, vals, with_bias=True, workspace=None):
+    """:func:`mac_fast` on the operand :func:`layer_input` makes of the level indices.
+
+    With a :class:`~hwsim.workspace.Workspace`, the accumulators land in one of its
+    buffers (valid until the next call for this layer on this thread).
+    """
     layer = prep.layer
-    vals = np.take(prep.values, x)
+    lhs = vals
     if isinstance(layer, Conv2dLayer):
-        win = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding)
-        acc = win.reshape(-1, win.shape[-1]) @ prep.weights_t
-        acc = acc.reshape(win.shape[:3] + (layer.n_out,))
-    else:
-        acc = vals @ prep.weights_t
+        lhs = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding)
+    rows = lhs.reshape(-1, lhs.shape[-1])
+    out = None if workspace is None else workspace.get((layer.name, "acc"), (len(rows), layer.n_out), prep.dtype)
+    acc = np.matmul(rows, prep.weights_t, out=out).reshape(lhs.shape[:-1] + (layer.n_out,))
     if with_bias:
         acc += prep.bias
     return acc
@@ -85,12 +126,14 @@ def mac_fast(prep, x, with_bias=True):
 def threshold_fast(prep, acc):
     """Level indices ``#{m : acc + bias >= T[o, m]}`` for bias-free accumulators ``[..., O]``."""
     thr = prep.thresholds_t  # [M, O]
-    if thr.shape[0] <= _LINEAR_SEARCH_MAX:
-        out = np.zeros(acc.shape, dtype=prep.out_dtype)
+    if thr.shape[0] == 0:
+        return np.zeros(acc.shape, dtype=prep.out_dtype)
+    if thr.shape[0] <= _LINEAR_SEARCH_MAX:  # at most 5 levels: the count fits uint8
+        out = np.greater_equal(acc, thr[0]).view(np.uint8)
         hit = np.empty(acc.shape, dtype=bool)
-        for row in thr:
+        for row in thr[1:]:
             np.greater_equal(acc, row, out=hit)
-            out += hit
+            out += hit.view(np.uint8)
         return out
     # Binary search over each channel's sorted thresholds, one vectorized pass per bit.
     padded = np.concatenate([thr, np.full((1, thr.shape[1]), np.inf if thr.dtype.kind == "f"

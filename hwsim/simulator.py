@@ -7,8 +7,11 @@ import numpy as np
 from export.ir import FlattenLayer, MaxPool2dLayer, Model
 
 from .bitplane import mac_bitplane
-from .fast import mac_fast, prepare, threshold_fast
+from .fast import layer_input, mac_fast, mac_operand, prepare, threshold_fast
+from .kernels import select_kernels
 from .layout import apply_thresholds, maxpool2d, maxpool2d_nhwc
+from .parallel import check_threads, map_chunks
+from .workspace import Workspace
 
 __all__ = ["MODES", "Trace", "Simulator", "simulate", "predict", "accuracy"]
 
@@ -24,16 +27,27 @@ class Trace:
 
 
 class Simulator:
-    """Bit-exact simulator of one IR model; tables are computed once at construction."""
+    """Bit-exact simulator of one IR model; tables are computed once at construction.
 
-    def __init__(self, model, chunk=1024):
+    Untraced runs split the batch into chunks of ``chunk`` rows and run them on
+    ``threads`` threads (default: every core this process may use), with the
+    element-wise ``kernels`` of :mod:`hwsim.kernels` ("auto": numba when installed,
+    else numpy).  The result depends on none of the three.  Traced runs keep to the
+    plain numpy reference arithmetic, layer by layer.
+    """
+
+    def __init__(self, model, chunk=2048, threads=None, kernels="auto"):
         if not isinstance(model, Model):
             raise TypeError(f"Simulator needs an export.ir.Model, not {type(model).__name__}")
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise TypeError(f"Simulator chunk must be a positive integer, not {chunk!r}")
         self.model = model
         self.chunk = chunk
+        self.threads = check_threads(threads)
+        self.kernels = select_kernels(kernels)
         self._prepared = {layer.name: prepare(layer) for layer in model.mac_layers()}
+        self._next_table = _next_input_tables(model, self._prepared)
+        self._workspace = Workspace()
 
     def float_exact(self):
         """Per-layer proof result: True where fast mode may use a float GEMM."""
@@ -68,13 +82,17 @@ class Simulator:
                 x = step(layer, x, record)
             return x, record
         # Untraced runs go through the whole network a chunk of rows at a time, so that
-        # the intermediates stay in cache.
-        out = []
-        for start in range(0, len(x), self.chunk):
-            y = self._to_layout(x[start:start + self.chunk], mode)
+        # the intermediates stay in cache, and chunks run side by side on the cores.
+        def run_chunk(rows):
+            y = self._to_layout(rows, mode)
+            if mode == "fast":
+                return self._run_fused(y)
             for layer in self.model.layers:
                 y = step(layer, y, None)
-            out.append(y)
+            return y
+
+        chunks = [x[start:start + self.chunk] for start in range(0, len(x), self.chunk)]
+        out = map_chunks(run_chunk, chunks, self.threads)
         return np.concatenate(out) if out else np.zeros((0, len(self.model.classes)), np.int64)
 
     @staticmethod
@@ -103,6 +121,28 @@ class Simulator:
             record.out[layer.name] = _nchw(y.astype(np.int64))
         return y
 
+    def _run_fused(self, x):
+        """Untraced fast mode: a threshold layer emits the next product's operand directly.
+
+        Max-pooling and flattening between the two commute with the lookup (input tables
+        are non-decreasing in the level index), so they run on the operand as well.
+        """
+        operand, ws = False, self._workspace
+        for layer in self.model.layers:
+            if isinstance(layer, (FlattenLayer, MaxPool2dLayer)):
+                x = self._step_fast(layer, x, None)
+                continue
+            prep = self._prepared[layer.name]
+            vals = x if operand else layer_input(prep, x, ws)
+            if layer.output == "accumulate":
+                x, operand = mac_operand(prep, vals, workspace=ws).astype(np.int64), False
+            else:
+                table = self._next_table[layer.name]
+                acc = mac_operand(prep, vals, with_bias=False, workspace=ws)
+                x = self.kernels.threshold(prep, acc, table, ws)
+                operand = table is not None
+        return x
+
     def _step_bitplane(self, layer, x, record):
         if isinstance(layer, FlattenLayer):
             y = x.reshape(len(x), -1)
@@ -116,6 +156,22 @@ class Simulator:
         if record is not None:
             record.out[layer.name] = y.astype(np.int64)
         return y
+
+
+def _next_input_tables(model, prepared):
+    """Per threshold layer: the input table of the product that reads its output, if only
+    max-pooling and flattening lie between them (else None: emit level indices)."""
+    tables, pending = {}, None
+    for layer in model.layers:
+        if isinstance(layer, (FlattenLayer, MaxPool2dLayer)):
+            continue
+        if pending is not None:
+            tables[pending] = prepared[layer.name].input_table
+            pending = None
+        if layer.output == "threshold":
+            tables[layer.name] = None
+            pending = layer.name
+    return tables
 
 
 def _nchw(x):

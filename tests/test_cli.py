@@ -17,16 +17,28 @@ def model_file(tmp_path, rng):
     return model, ir.save(model, tmp_path / "m.lqir.npz")
 
 
-@pytest.mark.parametrize("mode", ["fast", "bitplane"])
-def test_sim_contract(model_file, tmp_path, rng, mode):
+@pytest.mark.parametrize("mode, options", [
+    ("fast", []), ("bitplane", []), ("fast", ["--kernels", "numpy", "--threads", "1"]),
+    ("fast", ["--kernels", "numba", "--threads", "2"]),
+])
+def test_sim_contract(model_file, tmp_path, rng, mode, options):
     model, path = model_file
     x = rng.integers(0, 5, size=(9, 10)).astype(np.int16)
     np.save(tmp_path / "x.npy", x)
     assert main(["sim", str(path), "--inputs", str(tmp_path / "x.npy"), "--save", str(tmp_path / "out.npy"),
-                 "--mode", mode]) == 0
+                 "--mode", mode, *options]) == 0
     out = np.load(tmp_path / "out.npy", allow_pickle=False)
     assert out.dtype == np.int64 and out.shape == (9, 3)
-    np.testing.assert_array_equal(out, Simulator(model).run(x))
+    np.testing.assert_array_equal(out, Simulator(model).run(x, trace=True)[0])
+
+
+@pytest.mark.parametrize("option, value", [("--threads", "0"), ("--threads", "two"), ("--kernels", "gpu")])
+def test_sim_options_are_checked(model_file, option, value, capsys):
+    _, path = model_file
+    with pytest.raises(SystemExit) as stop:
+        main(["sim", str(path), option, value])
+    assert stop.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
 
 
 def test_sim_rejects_a_corrupt_model(tmp_path, capsys):

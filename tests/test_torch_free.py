@@ -1,4 +1,4 @@
-"""hwsim must import and run where PyTorch is not installed."""
+"""hwsim must import and run where PyTorch is not installed, and on numpy alone."""
 
 import subprocess
 import sys
@@ -31,3 +31,28 @@ def test_blocking_torch_really_blocks():
     out = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; import torch"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "import of torch halted" in out.stderr
+
+
+NO_NUMBA = textwrap.dedent("""
+    import sys
+    sys.modules["numba"] = None  # as if numba were not installed
+    import numpy as np
+    import hwsim
+    from export.random_model import random_dense_model
+    model = random_dense_model(np.random.default_rng(0), [10, 6, 3], 2, 2)
+    x = np.random.default_rng(1).integers(0, model.input.levels, size=(40, 10))
+    sim = hwsim.Simulator(model, chunk=8)
+    assert sim.kernels.name == "numpy"
+    assert (sim.run(x) == sim.run(x, mode="bitplane")).all()
+    try:
+        hwsim.Simulator(model, kernels="numba")
+    except ImportError as exc:
+        print("refused:", exc)
+""")
+
+
+def test_hwsim_runs_on_numpy_alone_without_numba():
+    out = subprocess.run([sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("refused: kernels='numba' needs numba, which is not installed: "
+                                  "pip install numba, or use kernels='numpy'")
