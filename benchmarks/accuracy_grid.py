@@ -2,8 +2,9 @@
 
     python benchmarks/accuracy_grid.py [--dataset digits] [--epochs 30]
 
-Prints a Markdown table: float, quantized (QAT) and hwsim test accuracy and the argmax
-agreement between hwsim and the quantized PyTorch model.
+Prints a Markdown table: float, quantized (QAT) and hwsim test accuracy, the argmax
+agreement between hwsim and the quantized PyTorch model, and ladder step 4 (fast mode,
+traced and untraced, == bit-plane mode on every integer).
 """
 
 import argparse
@@ -22,8 +23,8 @@ def main():
     args = parser.parse_args()
     data = load_dataset(args.dataset, seed=args.seed)
     meta = {"name": data.name, "seed": args.seed, "classes": list(data.classes), "levels": data.levels}
-    print("| arch | quantizer | W/A | float | QAT | hwsim | agreement | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| arch | quantizer | W/A | float | QAT | hwsim | agreement | fast == bit-plane | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arch, quant, (w, a) in itertools.product(["mlp", "cnn"], ["lq", "uniform"], [(1, 2), (2, 2), (3, 3)]):
         t0 = time.perf_counter()
         cfg = RunConfig(dataset=args.dataset, arch=arch, quantizer=quant, weight_bits=w, act_bits=a,
@@ -32,7 +33,8 @@ def main():
         model = export_checkpoint(qat_net, meta)
         lad = verify(model, qat_net, float_net, data.x_test, data.y_test)
         print(f"| {arch} | {quant} | W{w}/A{a} | {lad.float_acc:.2%} | {lad.qat_acc:.2%} | {lad.hwsim_acc:.2%} | "
-              f"{lad.agreement:.2%} | {time.perf_counter() - t0:.0f} |", flush=True)
+              f"{lad.agreement:.2%} | {'yes' if lad.planes_equal else 'NO'} ({lad.integers_compared:,}) | "
+              f"{time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

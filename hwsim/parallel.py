@@ -40,9 +40,10 @@ def _blas_controller():
 
 
 @functools.cache
-def _pool(threads):
+def _pool(threads, pid):
     # One pool per thread count for the life of the process: starting threads on every
-    # call would cost as much as a small batch.
+    # call would cost as much as a small batch.  Keyed by process id too, since a forked
+    # child inherits the pool object but none of its threads.
     return ThreadPoolExecutor(threads, thread_name_prefix="hwsim")
 
 
@@ -52,4 +53,4 @@ def map_chunks(fn, chunks, threads):
     if controller is None:
         return [fn(chunk) for chunk in chunks]
     with controller.limit(limits=1, user_api="blas"):
-        return list(_pool(threads).map(fn, chunks))
+        return list(_pool(threads, os.getpid()).map(fn, chunks))

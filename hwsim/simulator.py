@@ -49,6 +49,15 @@ class Simulator:
         self._next_table = _next_input_tables(model, self._prepared)
         self._workspace = Workspace()
 
+    def __getstate__(self):
+        # Buffers are per thread and per process; kernels are chosen again on arrival.
+        state = {k: v for k, v in self.__dict__.items() if k != "_workspace"}
+        state["kernels"] = self.kernels.name
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, kernels=select_kernels(state["kernels"]), _workspace=Workspace())
+
     def float_exact(self):
         """Per-layer proof result: True where fast mode may use a float GEMM."""
         return {name: prep.float_exact for name, prep in self._prepared.items()}

@@ -126,3 +126,18 @@ def test_auto_kernels_are_numba_when_installed(rng):
     sim = Simulator(random_dense_model(rng, [4, 2], 1, 1))
     assert sim.kernels.name == "numba"
     assert sim.threads >= 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_chunks_on_threads_of_its_own(rng):
+    # The parent's pool threads do not survive fork; the child must not wait on them.
+    # (The simulator travels pickled: its buffers stay behind, its kernels are re-chosen.)
+    import multiprocessing
+
+    model = random_dense_model(rng, [16, 8, 3], 2, 2)
+    x = rng.integers(0, model.input.levels, size=(40, 16))
+    sim = Simulator(model, chunk=4, threads=2)
+    expected = sim.run(x)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        found = pool.apply_async(sim.run, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(found, expected)
