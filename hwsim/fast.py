@@ -114,7 +114,13 @@ def mac_operand(prep, vals, with_bias=True, workspace=None):
     layer = prep.layer
     lhs = vals
     if isinstance(layer, Conv2dLayer):
-        lhs = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding)
+        cols = None
+        if workspace is not None:  # zeroed once: the padded taps are never written
+            b, h, w, _ = vals.shape
+            out_hw = [(n + 2 * layer.padding - layer.kernel) // layer.stride + 1 for n in (h, w)]
+            cols = workspace.get((layer.name, "columns"), (b, *out_hw, prep.weights_t.shape[0]),
+                                 prep.dtype, zeroed=True)
+        lhs = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding, out=cols)
     rows = lhs.reshape(-1, lhs.shape[-1])
     out = None if workspace is None else workspace.get((layer.name, "acc"), (len(rows), layer.n_out), prep.dtype)
     acc = np.matmul(rows, prep.weights_t, out=out).reshape(lhs.shape[:-1] + (layer.n_out,))

@@ -18,30 +18,54 @@ def conv_windows(x, kernel, stride, padding):
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(b, h, w, c * kernel * kernel)
 
 
-def conv_columns_nhwc(x, kernel, stride, padding):
+def conv_columns_nhwc(x, kernel, stride, padding, out=None):
     """Channels-last ``[B, H, W, C]`` → im2col rows ``[B, H', W', k*k*C]`` in (kh, kw, C) order.
 
-    Built from k² shifted slices, each copied in contiguous runs of C values (much faster
-    than copying a 6-D window view); weights must be ordered (kh, kw, C) to match.
+    Each tap copies its valid window in contiguous runs of C values (much faster than
+    copying a 6-D window view); weights must be ordered (kh, kw, C) to match.  Padded
+    taps are never written: ``out``, if given, must be zero there — a buffer zeroed once
+    and refilled with same-shaped inputs stays so.
     """
-    if padding:
-        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    h = (x.shape[1] - kernel) // stride + 1
-    w = (x.shape[2] - kernel) // stride + 1
-    cols = [x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
-            for i in range(kernel) for j in range(kernel)]
-    return np.concatenate(cols, axis=-1)
+    b, h, w, c = x.shape
+    oh = (h + 2 * padding - kernel) // stride + 1
+    ow = (w + 2 * padding - kernel) // stride + 1
+    if out is None:
+        out = np.zeros((b, oh, ow, kernel * kernel * c), x.dtype)
+    for i in range(kernel):
+        rows = _tap_span(i, h, oh, stride, padding)
+        for j in range(kernel):
+            cols = _tap_span(j, w, ow, stride, padding)
+            if rows is None or cols is None:
+                continue
+            slot = (i * kernel + j) * c
+            out[:, rows[0], cols[0], slot:slot + c] = x[:, rows[1], cols[1]]
+    return out
 
 
-def maxpool2d_nhwc(x, kernel, stride):
+def _tap_span(tap, size, out_size, stride, padding):
+    """(output slice, input slice) of the positions where ``tap`` reads inside the input."""
+    first = max(0, -(-(padding - tap) // stride))
+    last = min(out_size - 1, (size - 1 + padding - tap) // stride)
+    if last < first:
+        return None
+    start = first * stride + tap - padding
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+
+def maxpool2d_nhwc(x, kernel, stride, out=None):
     """Max over windows of channels-last ``[B, H, W, C]`` (floor mode, no padding)."""
     h = (x.shape[1] - kernel) // stride + 1
     w = (x.shape[2] - kernel) // stride + 1
-    out = None
-    for i in range(kernel):
-        for j in range(kernel):
-            tap = x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
-            out = tap.copy() if out is None else np.maximum(out, tap, out=out)
+    taps = [x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
+            for i in range(kernel) for j in range(kernel)]
+    if out is None:
+        out = np.empty(taps[0].shape, x.dtype)
+    if len(taps) == 1:
+        np.copyto(out, taps[0])
+    else:
+        np.maximum(taps[0], taps[1], out=out)
+    for tap in taps[2:]:
+        np.maximum(out, tap, out=out)
     return out
 
 

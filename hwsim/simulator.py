@@ -47,6 +47,7 @@ class Simulator:
         self.kernels = select_kernels(kernels)
         self._prepared = {layer.name: prepare(layer) for layer in model.mac_layers()}
         self._next_table = _next_input_tables(model, self._prepared)
+        self._fused_steps = _fused_steps(model)
         self._workspace = Workspace()
 
     def __getstate__(self):
@@ -133,23 +134,29 @@ class Simulator:
     def _run_fused(self, x):
         """Untraced fast mode: a threshold layer emits the next product's operand directly.
 
-        Max-pooling and flattening between the two commute with the lookup (input tables
-        are non-decreasing in the level index), so they run on the operand as well.
+        Thresholds and lookups are non-decreasing, so max-pooling commutes with both: a
+        pool right after a threshold layer runs on its accumulators (fewer values to
+        threshold), and flattening and pooling between two products run on operands.
         """
         operand, ws = False, self._workspace
-        for layer in self.model.layers:
-            if isinstance(layer, (FlattenLayer, MaxPool2dLayer)):
+        for layer, pools in self._fused_steps:
+            if isinstance(layer, FlattenLayer):
                 x = self._step_fast(layer, x, None)
+                continue
+            if isinstance(layer, MaxPool2dLayer):
+                x = _maxpool(layer, x, ws)
                 continue
             prep = self._prepared[layer.name]
             vals = x if operand else layer_input(prep, x, ws)
             if layer.output == "accumulate":
                 x, operand = mac_operand(prep, vals, workspace=ws).astype(np.int64), False
-            else:
-                table = self._next_table[layer.name]
-                acc = mac_operand(prep, vals, with_bias=False, workspace=ws)
-                x = self.kernels.threshold(prep, acc, table, ws)
-                operand = table is not None
+                continue
+            acc = mac_operand(prep, vals, with_bias=False, workspace=ws)
+            for pool in pools:
+                acc = _maxpool(pool, acc, ws)
+            table = self._next_table[layer.name]
+            x = self.kernels.threshold(prep, acc, table, ws)
+            operand = table is not None
         return x
 
     def _step_bitplane(self, layer, x, record):
@@ -181,6 +188,26 @@ def _next_input_tables(model, prepared):
             tables[layer.name] = None
             pending = layer.name
     return tables
+
+
+def _fused_steps(model):
+    """``(layer, pools)`` for untraced fast mode: the max-pools right after a threshold
+    layer move into its step (they pool its accumulators) and leave the list."""
+    steps = []
+    for layer in model.layers:
+        after_threshold = steps and not isinstance(steps[-1][0], (FlattenLayer, MaxPool2dLayer)) \
+            and steps[-1][0].output == "threshold"
+        if isinstance(layer, MaxPool2dLayer) and after_threshold:
+            steps[-1][1].append(layer)
+        else:
+            steps.append((layer, []))
+    return steps
+
+
+def _maxpool(layer, x, workspace):
+    h, w = ((n - layer.kernel) // layer.stride + 1 for n in x.shape[1:3])
+    out = workspace.get((layer.name, x.dtype.str), (len(x), h, w, x.shape[3]), x.dtype)
+    return maxpool2d_nhwc(x, layer.kernel, layer.stride, out=out)
 
 
 def _nchw(x):

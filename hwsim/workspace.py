@@ -17,9 +17,10 @@ class Workspace(threading.local):
     def __init__(self):
         self._buffers = {}
 
-    def get(self, key, shape, dtype):
-        """A C-contiguous ``shape`` array of ``dtype`` (contents undefined)."""
+    def get(self, key, shape, dtype, zeroed=False):
+        """A C-contiguous ``shape`` array of ``dtype``: whatever the last user of ``key``
+        left in it, or zeros when new and ``zeroed``."""
         buf = self._buffers.get(key)
         if buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:]) or len(buf) < shape[0]:
-            buf = self._buffers[key] = np.empty(shape, dtype)
+            buf = self._buffers[key] = (np.zeros if zeroed else np.empty)(shape, dtype)
         return buf[:shape[0]]
