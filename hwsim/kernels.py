@@ -79,21 +79,23 @@ def _compile_threshold_table():
 
 
 @functools.cache
-def _numba_importable():
+def _numba_import_error():
+    """None if numba imports, else why not (an incompatible numba fails in many ways)."""
     try:
         import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except Exception as exc:  # noqa: BLE001 - "auto" must fall back whatever the cause
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def select_kernels(kernels):
     """The kernel implementation named by ``kernels`` (one of :data:`KERNELS`)."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels: must be one of {', '.join(KERNELS)}, not {kernels!r}")
-    if kernels == "numpy" or (kernels == "auto" and not _numba_importable()):
+    error = None if kernels == "numpy" else _numba_import_error()
+    if kernels == "numpy" or (kernels == "auto" and error):
         return NumpyKernels()
-    if not _numba_importable():
-        raise ImportError("kernels='numba' needs numba, which is not installed: "
+    if error:
+        raise ImportError(f"kernels='numba' needs numba, which does not import ({error}): "
                           "pip install numba, or use kernels='numpy'")
     return NumbaKernels()
