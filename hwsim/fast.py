@@ -116,9 +116,9 @@ def mac_operand(prep, vals, with_bias=True, workspace=None):
     if isinstance(layer, Conv2dLayer):
         cols = None
         if workspace is not None:  # zeroed once: the padded taps are never written
-            b, h, w, _ = vals.shape
-            out_hw = [(n + 2 * layer.padding - layer.kernel) // layer.stride + 1 for n in (h, w)]
-            cols = workspace.get((layer.name, "columns"), (b, *out_hw, prep.weights_t.shape[0]),
+            b, h, w, c = vals.shape
+            _, out_h, out_w = layer.output_shape((c, h, w))
+            cols = workspace.get((layer.name, "columns"), (b, out_h, out_w, prep.weights_t.shape[0]),
                                  prep.dtype, zeroed=True)
         lhs = conv_columns_nhwc(vals, layer.kernel, layer.stride, layer.padding, out=cols)
     rows = lhs.reshape(-1, lhs.shape[-1])

@@ -29,12 +29,12 @@ class NumpyKernels:
 
     @staticmethod
     def threshold(prep, acc, table, workspace=None):
-        """``table[#{m : acc + bias >= T[o, m]}]`` (the level index itself if ``table`` is None).
+        """``table[#{m : acc + bias >= T[o, m]}]`` for bias-free accumulators ``[..., O]``.
 
-        ``workspace`` may hold the result (see :class:`~hwsim.workspace.Workspace`).
+        ``workspace`` is taken for a signature common to both kernels; numpy's passes
+        allocate their own arrays.
         """
-        count = threshold_fast(prep, acc)
-        return count if table is None else np.take(table, count)
+        return np.take(table, threshold_fast(prep, acc))
 
 
 class NumbaKernels:
@@ -44,8 +44,6 @@ class NumbaKernels:
         self._kernel = _compile_threshold_table()
 
     def threshold(self, prep, acc, table, workspace=None):
-        if table is None:
-            table = np.arange(prep.layer.out_levels, dtype=prep.out_dtype)
         flat = acc.reshape(-1, acc.shape[-1])
         out = (np.empty(flat.shape, table.dtype) if workspace is None
                else workspace.get((prep.layer.name, "out"), flat.shape, table.dtype))

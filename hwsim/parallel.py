@@ -3,8 +3,8 @@
 numpy's element-wise passes and the compiled kernels run on one core, BLAS on all of
 them, and BLAS gains little on a chunk's small products.  Running whole chunks on
 ``threads`` Python threads (numpy, BLAS and the kernels release the GIL) with BLAS
-held to one thread for the duration puts every core to work on every pass.  Holding BLAS to one
-thread needs ``threadpoolctl``; without it, chunks run one after another.
+held to one thread for the duration puts every core to work on every pass.  Holding
+BLAS to one thread needs ``threadpoolctl``; without it, chunks run one after another.
 """
 
 import functools

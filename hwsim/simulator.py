@@ -46,8 +46,7 @@ class Simulator:
         self.threads = check_threads(threads)
         self.kernels = select_kernels(kernels)
         self._prepared = {layer.name: prepare(layer) for layer in model.mac_layers()}
-        self._next_table = _next_input_tables(model, self._prepared)
-        self._fused_steps = _fused_steps(model)
+        self._fused_steps = _fused_steps(model, self._prepared)
         self._workspace = Workspace()
 
     def __getstate__(self):
@@ -139,7 +138,7 @@ class Simulator:
         threshold), and flattening and pooling between two products run on operands.
         """
         operand, ws = False, self._workspace
-        for layer, pools in self._fused_steps:
+        for layer, pools, table in self._fused_steps:
             if isinstance(layer, FlattenLayer):
                 x = self._step_fast(layer, x, None)
                 continue
@@ -154,9 +153,7 @@ class Simulator:
             acc = mac_operand(prep, vals, with_bias=False, workspace=ws)
             for pool in pools:
                 acc = _maxpool(pool, acc, ws)
-            table = self._next_table[layer.name]
-            x = self.kernels.threshold(prep, acc, table, ws)
-            operand = table is not None
+            x, operand = self.kernels.threshold(prep, acc, table, ws), True
         return x
 
     def _step_bitplane(self, layer, x, record):
@@ -174,39 +171,31 @@ class Simulator:
         return y
 
 
-def _next_input_tables(model, prepared):
-    """Per threshold layer: the input table of the product that reads its output, if only
-    max-pooling and flattening lie between them (else None: emit level indices)."""
-    tables, pending = {}, None
+def _fused_steps(model, prepared):
+    """Untraced fast mode's plan: one ``(layer, pools, table)`` per step.
+
+    A threshold layer's step takes the max-pools right after it (they pool its
+    accumulators and leave the plan) and ``table``, the input table of the product that
+    reads its output past any pooling and flattening (there always is one: the IR's
+    last layer accumulates).  Other steps carry no pools and no table.
+    """
+    steps, waiting = [], None  # waiting: a threshold step whose reader is not yet known
     for layer in model.layers:
+        if isinstance(layer, MaxPool2dLayer) and steps and steps[-1] is waiting:
+            waiting[1].append(layer)
+            continue
+        steps.append([layer, [], None])
         if isinstance(layer, (FlattenLayer, MaxPool2dLayer)):
             continue
-        if pending is not None:
-            tables[pending] = prepared[layer.name].input_table
-            pending = None
-        if layer.output == "threshold":
-            tables[layer.name] = None
-            pending = layer.name
-    return tables
-
-
-def _fused_steps(model):
-    """``(layer, pools)`` for untraced fast mode: the max-pools right after a threshold
-    layer move into its step (they pool its accumulators) and leave the list."""
-    steps = []
-    for layer in model.layers:
-        after_threshold = steps and not isinstance(steps[-1][0], (FlattenLayer, MaxPool2dLayer)) \
-            and steps[-1][0].output == "threshold"
-        if isinstance(layer, MaxPool2dLayer) and after_threshold:
-            steps[-1][1].append(layer)
-        else:
-            steps.append((layer, []))
-    return steps
+        if waiting is not None:
+            waiting[2] = prepared[layer.name].input_table
+        waiting = steps[-1] if layer.output == "threshold" else None
+    return [tuple(step) for step in steps]
 
 
 def _maxpool(layer, x, workspace):
-    h, w = ((n - layer.kernel) // layer.stride + 1 for n in x.shape[1:3])
-    out = workspace.get((layer.name, x.dtype.str), (len(x), h, w, x.shape[3]), x.dtype)
+    c, h, w = layer.output_shape((x.shape[3], *x.shape[1:3]))
+    out = workspace.get((layer.name, "out"), (len(x), h, w, c), x.dtype)
     return maxpool2d_nhwc(x, layer.kernel, layer.stride, out=out)
 
 

@@ -10,7 +10,7 @@ __all__ = ["Workspace"]
 class Workspace(threading.local):
     """Buffers by key; each thread that touches the workspace sees its own set.
 
-    A fresh half-megabyte array costs a page fault per 4 KiB page on first write —
+    A fresh megabyte array costs a page fault per 4 KiB page on first write —
     about as much as the pass that fills it.  Reused buffers stay mapped and in cache.
     """
 

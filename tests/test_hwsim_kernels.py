@@ -24,7 +24,6 @@ def _check_every_path(model, x):
             found = Simulator(model, chunk=chunk, threads=threads, kernels=kernels).run(x)
             assert found.dtype == np.int64
             np.testing.assert_array_equal(found, reference)
-    return reference
 
 
 @given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 4), abits=st.integers(1, 8),
