@@ -11,7 +11,8 @@ import argparse
 import itertools
 import time
 
-from export.flow import RunConfig, export_checkpoint, train_models, verify
+from lqflow.flow import RunConfig, export_checkpoint, train_models
+from lqflow.ladder import verify
 from models.data import load_dataset
 
 

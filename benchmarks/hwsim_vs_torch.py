@@ -83,8 +83,8 @@ def _torch_worker(conn, folder, threads):
 
 def prepare(folder, args):
     """Train a small model, lower it, and store what the workers need in ``folder``."""
-    from export.flow import RunConfig, train_models
-    from export.ir import save
+    from lqflow.flow import RunConfig, train_models
+    from lqir import save
     from export.lower import lower
     from models.data import load_dataset
     from models.layers import QuantConfig

@@ -1,5 +1,2 @@
-"""lqflow export: the integer IR (numpy only), lowering from PyTorch, the flow and the CLI.
-
-Only :mod:`export.ir` and :mod:`export.random_model` are torch-free; import the
-lowering (:mod:`export.lower`) explicitly.
-"""
+"""lqflow export: lowering a trained :mod:`models` network to the IR (:mod:`export.lower`) and
+the hls4ml writer (:mod:`export.hls`).  Import the submodule you need."""

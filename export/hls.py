@@ -20,18 +20,21 @@ else expanded the same way.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import DenseLayer, FlattenLayer, accumulator_bounds, input_values, signed_width, weight_values
+from hwsim import Simulator
+from lqir import (UnsupportedLayerError, accumulator_bounds, check_backend, input_values, signed_width,
+                  weight_values)
 
 __all__ = ["HlsLayer", "HlsResult", "plan_hls", "build_hls_model", "hls_cosim", "ExpressError"]
 
 MAX_WIDTH = 53  # weights, biases and results travel as float64 through hls4ml: exact below 2**53
 
 
-class ExpressError(ValueError):
+class ExpressError(UnsupportedLayerError):
     """The model cannot be expressed exactly in hls4ml; the message names the layer."""
 
 
@@ -111,10 +114,10 @@ def _consume(weight, values):
 def plan_hls(model):
     """The hls4ml layers of ``model`` (a list of :class:`HlsLayer`, input first) with exact
     weights and bounds; raises :class:`ExpressError`."""
-    for index, layer in enumerate(model.layers):
-        if not isinstance(layer, (DenseLayer, FlattenLayer)):
-            raise ExpressError(f"layers[{index}] ({layer.name}): {layer.op!r} is not supported by the hls4ml writer "
-                               "(dense and flatten only); simulate it with 'lqflow sim'")
+    try:
+        check_backend(model, "hls4ml")
+    except UnsupportedLayerError as exc:
+        raise ExpressError(str(exc)) from None
     dense = model.mac_layers()
     n_in = int(np.prod(model.input.shape))
     levels = model.input.levels
@@ -213,10 +216,6 @@ def build_hls_model(model, out_dir, project="lqflow_hls", part="xcu250-figd2104-
 def hls_cosim(model, x, project_dir):
     """Write and compile the project, run hls4ml's C simulation on level indices ``x``, and
     set it beside hwsim's answer (computed once, here)."""
-    import time
-
-    from hwsim import Simulator
-
     sim = Simulator(model)
     x = sim.check_inputs(x)
     reference = sim.run(x)

@@ -2,7 +2,8 @@
 
 A list of small, pure, verb-named steps over :class:`Stage` records::
 
-    read_network → integerize_bases → fold_thresholds → fold_logits → emit_model → fit_acc_bits
+    read_network → integerize_bases → fold_thresholds → fold_logits → emit_model
+    → clamp_thresholds → fit_acc_bits          (the last two: IR → IR passes, :mod:`lqir.passes`)
 
 Only :func:`read_network` touches PyTorch; every later step is numpy on frozen records.
 Real-valued pre-activation of a multiply-accumulate layer, after integerization::
@@ -16,19 +17,18 @@ integer thresholds ``acc >= T``; a negative slope negates the channel.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+from torch import nn
 
-from .ir import (Conv2dLayer, DenseLayer, FlattenLayer, InputSpec, MaxPool2dLayer, Model,
-                 accumulator_bounds, signed_width, weight_values)
+from lqir import (DEFAULT_COEF_BITS, Conv2dLayer, DenseLayer, FlattenLayer, InputSpec,
+                  MaxPool2dLayer, Model, accumulator_bounds, bits_for_levels, clamp_thresholds,
+                  fit_acc_bits, weight_values)
+from models.nets import ConvBlock, DenseBlock
 
 __all__ = ["Stage", "LoweringError", "lower", "read_network", "integerize_bases",
-           "fold_thresholds", "fold_logits", "emit_model", "fit_acc_bits", "clamp_thresholds"]
-
-DEFAULT_COEF_BITS = 8
-
+           "fold_thresholds", "fold_logits", "emit_model"]
 
 class LoweringError(ValueError):
     """The network cannot be expressed exactly in the IR; the message names the layer."""
@@ -68,15 +68,13 @@ class Stage:
 
 def read_network(net):
     """Stages of a :class:`models.QuantNet`: codes, bases, biases, BN and thresholds."""
-    from models.nets import ConvBlock, DenseBlock
-    from torch import nn
-
     cfg = net.config
     if cfg.quant.method == "float":
         raise LoweringError("network: a float model has no integer form; train it with --quantizer lq or uniform")
     net.eval()
+    _check_finite(net)
     levels = cfg.in_levels
-    in_bits = max(1, math.ceil(math.log2(levels)))
+    in_bits = bits_for_levels(levels)
     # The raw input: level k has integer value k; its real value is k/std - mean/std.
     in_code = np.arange(levels, dtype=np.uint16)
     in_basis = (2.0 ** np.arange(in_bits)) / cfg.in_std
@@ -101,6 +99,16 @@ def read_network(net):
             stages.append(Stage("maxpool2d", _name(counts, "pool"),
                                 {"kernel": _int(pool.kernel_size), "stride": _int(pool.stride)}))
     return stages
+
+
+def _check_finite(net):
+    """Refuse NaN/inf anywhere (a diverged or damaged network) and negative batch-norm variances."""
+    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
+        if tensor.is_floating_point() and not bool(tensor.detach().isfinite().all()):
+            raise LoweringError(f"{name}: holds NaN or inf values (the network diverged or its checkpoint "
+                                "is damaged); retrain it")
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            raise LoweringError(f"{name}: a batch-norm variance is negative (the checkpoint is damaged)")
 
 
 def _first_mac(stages):
@@ -272,33 +280,6 @@ def emit_model(stages, in_shape, in_levels, classes, meta=None):
             layers.append(_draft(st, bias=st.bias_int))
             logit_scale = st.logit_scale
     return Model(InputSpec(tuple(in_shape), in_levels), tuple(layers), tuple(classes), logit_scale, meta or {})
-
-
-# --- IR → IR passes (each keeps every simulated integer unchanged) -----------------------
-
-def clamp_thresholds(model):
-    """Clamp thresholds into ``[lo, hi + 1]`` of the reachable accumulators."""
-    layers = []
-    for layer in model.layers:
-        if getattr(layer, "thresholds", None) is not None:
-            lo, hi = accumulator_bounds(layer)
-            layer = replace(layer, thresholds=np.clip(layer.thresholds, lo[:, None], hi[:, None] + 1))
-        layers.append(layer)
-    return replace(model, layers=tuple(layers))
-
-
-def fit_acc_bits(model):
-    """Set each layer's ``acc_bits`` to the narrowest width holding accumulators and thresholds."""
-    layers = []
-    for layer in model.layers:
-        if hasattr(layer, "acc_bits"):
-            lo, hi = accumulator_bounds(layer)
-            lo, hi = int(lo.min()), int(hi.max())
-            if layer.thresholds is not None and layer.thresholds.size:
-                lo, hi = min(lo, int(layer.thresholds.min())), max(hi, int(layer.thresholds.max()))
-            layer = replace(layer, acc_bits=max(2, signed_width(lo, hi)))
-        layers.append(layer)
-    return replace(model, layers=tuple(layers))
 
 
 def lower(net, classes, coef_bits=DEFAULT_COEF_BITS, meta=None):

@@ -1,7 +1,11 @@
-"""hwsim — bit-exact NumPy simulator of the lqflow integer IR (numpy only, no torch)."""
+"""hwsim — bit-exact NumPy simulator of the lqflow integer IR (numpy only, no torch).
 
-from export.ir import Model, load, save
+Public API: this package's names and :mod:`hwsim.cycles` (the RTL's cycle model).
+"""
 
-from .simulator import MODES, Simulator, Trace, accuracy, predict, simulate
+from lqir import Model, load, save
 
-__all__ = ["MODES", "Model", "Simulator", "Trace", "accuracy", "load", "predict", "save", "simulate"]
+from .simulator import MODES, Simulator, Trace, accuracy, predict, run_layer, simulate
+
+__all__ = ["MODES", "Model", "Simulator", "Trace", "accuracy", "load", "predict", "run_layer", "save",
+           "simulate"]

@@ -1,4 +1,4 @@
-"""Bit-plane mode: the popcount formula of DESIGN §2, as the datapath computes it.
+"""Bit-plane mode: the popcount formula (docs/architecture.md, "The arithmetic"), as the datapath computes it.
 
 For weight plane ``i`` (bits ``x_i``) and input plane ``j`` (bits ``a_j``) of a row of
 length N::
@@ -12,7 +12,7 @@ Bits are packed into uint64 words and counted with ``np.bitwise_count``.
 
 import numpy as np
 
-from export.ir import Conv2dLayer, bit_planes
+from lqir import Conv2dLayer, bit_planes
 
 from .layout import conv_windows
 

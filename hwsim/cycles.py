@@ -1,16 +1,45 @@
 """Cycle model of the RTL datapath: folding, per-engine timing, and the whole network.
 
-The counts are derived from the engines' state machines (see :mod:`rtl.engine`); the
-co-simulation tests check that the RTL measures exactly these numbers.
+hwsim owns this model and the RTL is built to it (``docs/architecture.md``, "The
+hardware"); co-simulation checks that the RTL measures exactly these numbers.  An
+engine runs three processes side by side, each at its own pace:
+
+* the **loader** takes ``in_lanes`` level indices per beat (into an input register,
+  then) into one of two input banks
+  (ping-pong), while
+* the **compute** array reads the other bank: per PE group, per weight plane the group
+  uses, per SIMD chunk, one cycle; its plane sums go to the ``SUM_BUFFERS`` sum buffers in turn, while
+* the **finalizer** (``out_lanes`` units) reads the other sum buffer: per block of
+  ``out_lanes`` channels, per weight plane, one cycle; each block ends in one output
+  beat written to the engine's output FIFO.
+
+Handoffs: a bank is *full* from the loader's last beat until compute's last read of it;
+a sum buffer is *busy* from compute's first issue into it, and *full* from its last write,
+until the finalizer's last read (busy from the first issue, not the first write: compute
+may come round to a buffer again before its earlier sums have landed); the
+finalizer starts a block only while the FIFO has room for it (beats stored + beats in
+flight < depth).  :class:`EngineModel` mirrors these registers cycle by cycle.
 """
 
 from dataclasses import dataclass
 
-from export.ir import DenseLayer
+import numpy as np
 
-__all__ = ["Folding", "LayerTiming", "NetworkTiming", "popcount_latency", "layer_timing", "fold_for_ii",
-           "check_foldable", "network_timing"]
+from lqir import DenseLayer, UnsupportedLayerError
 
+__all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_latency", "group_planes",
+           "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY",
+           "FINAL_DELAY", "SUM_BUFFERS"]
+
+#: Cycles from a group's last compute issue to its sums being visible to the finalizer,
+#: beyond the popcount tree and the plane-sum tree: memory read, its output register, the write.
+COMPUTE_DELAY = 3
+#: Sum buffers between compute and finalizer: compute may run this many groups ahead, so
+#: that the sums' pipeline delay does not stall it when both run at the same pace.
+SUM_BUFFERS = 4
+#: Cycles from a block's last finalizer step to its beat being visible in the FIFO:
+#: sum read, its register, lane select, 2·R − V, product, accumulate, beat register, FIFO write.
+FINAL_DELAY = 8
 
 
 def popcount_latency(width):
@@ -20,167 +49,278 @@ def popcount_latency(width):
 
 @dataclass(frozen=True)
 class Folding:
-    """``pe`` output channels and ``simd`` inputs per cycle (each at least 1)."""
+    """How one dense layer is folded onto its engine.
+
+    ``pe`` output channels and ``simd`` inputs (of every input plane) per compute cycle;
+    ``out_lanes`` finalizer units, which is also the number of output values per beat
+    (it must divide ``pe``); ``in_lanes`` input values per beat (it must divide ``simd``).
+    """
 
     pe: int
     simd: int
+    out_lanes: int = 1
+    in_lanes: int = 1
 
     def __post_init__(self):
-        for name in ("pe", "simd"):
+        for name in ("pe", "simd", "out_lanes", "in_lanes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Folding {name} must be a positive integer, not {value!r}")
-
-
-@dataclass(frozen=True)
-class LayerTiming:
-    """Cycle counts of one engine, derived from its state machine (no stalls)."""
-
-    load: int            # LOAD: one input beat per cycle
-    issue: int           # COMPUTE: plane pairs × SIMD chunks per PE group
-    drain: int           # DRAIN: memory read, popcount tree, term, product (pipeline depth after the last issue)
-    groups: int          # PE groups, each ends in THRESH (1 cycle) and EMIT (its channels)
-    emits: int           # output beats per input vector (= O)
-
-    @property
-    def per_vector(self):
-        return self.load + self.groups * (self.issue + self.drain + 1) + self.emits
+        if self.pe % self.out_lanes:
+            raise ValueError(f"Folding out_lanes must divide pe, not {self.out_lanes} for pe {self.pe}")
+        if self.simd % self.in_lanes:
+            raise ValueError(f"Folding in_lanes must divide simd, not {self.in_lanes} for simd {self.simd}")
 
 
 def check_foldable(layer):
     if not isinstance(layer, DenseLayer):
-        raise ValueError(f"{layer.name}: the RTL engine supports dense layers only, not {layer.op!r} "
-                         "(convolution layers run in hwsim and hls4ml)")
+        raise UnsupportedLayerError(f"{layer.name}: the RTL engine supports dense layers only, not {layer.op!r}; "
+                                    "simulate this model with 'lqflow sim'")
 
 
-def layer_timing(layer, folding):
+def group_planes(layer, folding):
+    """The weight planes each PE group issues: those with a nonzero coefficient in any of
+    its channels (a plane whose coefficients are all 0 adds nothing), at least one.
+
+    Channels with fewer bits or pruned planes (self-compressed models, ordered by bit
+    depth) thus cost their group fewer passes; the weight and coefficient memories
+    hold only these planes.
+    """
+    check_foldable(layer)
+    planes = []
+    for start in range(0, layer.out_features, folding.pe):
+        used = np.flatnonzero((layer.weight_coef[start:start + folding.pe] != 0).any(axis=0))
+        planes.append(tuple(int(i) for i in used) or (0,))
+    return tuple(planes)
+
+
+def csd_digits(value):
+    """Canonical signed digits of an integer: ``[(shift, ±1), ...]`` summing to ``value``."""
+    digits, shift = [], 0
+    while value:
+        if value & 1:
+            digit = 2 - (value & 3)          # +1 or -1, so that the next bit becomes 0
+            digits.append((shift, digit))
+            value -= digit
+        value >>= 1
+        shift += 1
+    return digits
+
+
+def plane_sum_terms(in_coef):
+    """The shift-add terms ``(input plane j, shift, sign)`` of ``Σ_j in_coef[j] · count_j``.
+
+    The compute array weighs its per-plane popcounts by the layer's input coefficients
+    with these constant shifts and adds (no multiplier); at least one term.
+    """
+    terms = [(j, shift, sign) for j, coef in enumerate(in_coef) for shift, sign in csd_digits(int(coef))]
+    return tuple(terms) or ((0, 0, 0),)
+
+
+@dataclass(frozen=True)
+class EngineSchedule:
+    """The static counts :class:`EngineModel` steps through (one dense layer, one folding)."""
+
+    in_beats: int           # input beats per vector: ceil(I / in_lanes)
+    chunks: int             # SIMD chunks per input plane: ceil(I / simd)
+    group_planes: tuple     # per PE group: weight planes issued
+    group_blocks: tuple     # per PE group: finalizer blocks (beats): ceil(channels / out_lanes)
+    sum_delay: int          # compute: last issue of a group -> its sums visible
+    fifo_depth: int         # output FIFO depth in beats: a vector's, and enough to cover FINAL_DELAY
+
+    @property
+    def out_beats(self):
+        return sum(self.group_blocks)
+
+
+def engine_schedule(layer, folding):
     check_foldable(layer)
     chunks = -(-layer.in_features // folding.simd)
-    groups = -(-layer.out_features // folding.pe)
-    return LayerTiming(load=layer.in_features, issue=layer.weight_bits * layer.in_bits * chunks,
-                       drain=popcount_latency(folding.simd) + 3, groups=groups, emits=layer.out_features)
+    planes = group_planes(layer, folding)
+    blocks = tuple(-(-min(folding.pe, layer.out_features - g * folding.pe) // folding.out_lanes)
+                   for g in range(len(planes)))
+    return EngineSchedule(in_beats=-(-layer.in_features // folding.in_lanes), chunks=chunks,
+                          group_planes=tuple(len(p) for p in planes), group_blocks=blocks,
+                          sum_delay=(popcount_latency(folding.simd) + popcount_latency(len(plane_sum_terms(layer.in_coef)))
+                                     + COMPUTE_DELAY),
+                          fifo_depth=max(FINAL_DELAY + 1, sum(blocks)))
 
 
-def fold_for_ii(layer, target_ii):
-    """The cheapest folding (fewest PE × SIMD) whose cycles per vector are at most ``target_ii``.
+class EngineModel:
+    """One engine's control registers, stepped one clock cycle at a time.
 
-    Raises ``ValueError`` if even full parallelism cannot reach it.
+    ``in_ready``/``out_valid`` are read before :meth:`step` (they depend on registers
+    only, as in the RTL); ``step(took_input, gave_output)`` advances one clock edge.
     """
-    best = None
-    for pe in _divisor_steps(layer.out_features):
-        for simd in _divisor_steps(layer.in_features):
-            folding = Folding(pe, simd)
-            if layer_timing(layer, folding).per_vector <= target_ii:
-                if best is None or pe * simd < best.pe * best.simd:
-                    best = folding
-                break  # larger SIMD for this PE only costs more
-    if best is None:
-        fastest = layer_timing(layer, Folding(layer.out_features, layer.in_features)).per_vector
-        raise ValueError(f"{layer.name}: no folding reaches an initiation interval of {target_ii} cycles "
-                         f"(the fastest takes {fastest}: loading {layer.in_features} inputs and emitting "
-                         f"{layer.out_features} outputs one per cycle)")
-    return best
+
+    def __init__(self, schedule):
+        self.s = schedule
+        self.cycle = 0
+        self.events = {}                     # cycle -> list of actions applied at its end
+        # loader: an input register, then the banks
+        self.held, self.wb, self.beat, self.full = False, 0, 0, [False, False]
+        # compute
+        self.rb, self.cg, self.cplane, self.cchunk, self.cwb = 0, 0, 0, 0, 0
+        self.sums_busy = [False] * SUM_BUFFERS    # claimed by compute at a group's first issue
+        self.sums_full = [False] * SUM_BUFFERS    # its sums all written: the finalizer may read
+        # finalizer
+        self.frb, self.fg, self.fblock, self.fstep = 0, 0, 0, 0
+        self.pending, self.level = 0, 0
+
+    @property
+    def in_ready(self):
+        return not self.held or not self.full[self.wb]
+
+    @property
+    def out_valid(self):
+        return self.level > 0
+
+    def _at(self, delay, action):
+        self.events.setdefault(self.cycle + delay, []).append(action)
+
+    def step(self, took_input, gave_output):
+        s, nxt = self.s, {}
+        # loader: the registered beat goes into its bank; the last beat of a vector fills it
+        taken = self.held and not self.full[self.wb]
+        self.held = took_input or (self.held and not taken)
+        if taken:
+            self.beat += 1
+            if self.beat == s.in_beats:
+                nxt[("full", self.wb)] = True
+                self.wb, self.beat = 1 - self.wb, 0
+        # compute: a group starts when its bank is full (first group) and its sum buffer is free
+        starting = self.cplane == 0 and self.cchunk == 0
+        if not starting or ((self.cg > 0 or self.full[self.rb]) and not self.sums_busy[self.cwb]):
+            if starting:
+                nxt[("busy", self.cwb)] = True
+            self.cchunk += 1
+            if self.cchunk == s.chunks:
+                self.cchunk, self.cplane = 0, self.cplane + 1
+                if self.cplane == s.group_planes[self.cg]:
+                    buf = self.cwb
+                    self._at(s.sum_delay - 1, lambda b=buf: self.sums_full.__setitem__(b, True))
+                    self.cplane, self.cwb, self.cg = 0, (self.cwb + 1) % SUM_BUFFERS, self.cg + 1
+                    if self.cg == len(s.group_planes):
+                        nxt[("full", self.rb)] = False
+                        self.rb, self.cg = 1 - self.rb, 0
+        # finalizer: a block starts when its sums are there and the FIFO has room for its beat
+        if self.fstep > 0 or (self.sums_full[self.frb] and self.level + self.pending < s.fifo_depth):
+            if self.fstep == 0:
+                nxt["pending"] = nxt.get("pending", 0) + 1
+            self.fstep += 1
+            if self.fstep == s.group_planes[self.fg]:
+                self._at(FINAL_DELAY - 1, self._write_beat)
+                self.fstep, self.fblock = 0, self.fblock + 1
+                if self.fblock == s.group_blocks[self.fg]:
+                    nxt[("sums", self.frb)] = False
+                    nxt[("busy", self.frb)] = False
+                    self.frb, self.fblock = (self.frb + 1) % SUM_BUFFERS, 0
+                    self.fg = (self.fg + 1) % len(s.group_planes)
+        # the clock edge
+        self.level -= int(gave_output)
+        self.pending += nxt.pop("pending", 0)
+        for (kind, index), value in nxt.items():
+            {"full": self.full, "sums": self.sums_full, "busy": self.sums_busy}[kind][index] = value
+        for action in self.events.pop(self.cycle, []):
+            action()
+        self.cycle += 1
+
+    def _write_beat(self):
+        self.level += 1
+        self.pending -= 1
 
 
-def _divisor_steps(n):
-    """Candidate parallelisms: every value that changes ceil(n / k), ascending."""
-    return sorted({-(-n // q) for q in range(1, n + 1)})
+@dataclass(frozen=True)
+class LayerTiming:
+    """One engine on its own, fed back to back with its output always taken.
+
+    ``latency``: cycles from the first input beat of a vector to its last output beat.
+    ``ii``: cycles between the last output beats of the last two vectors (steady state).
+    ``cycles``: from the first input beat to the last output beat of all ``vectors``.
+    """
+
+    latency: int
+    ii: int
+    cycles: int
+    in_beats: int
+    out_beats: int
+    compute_cycles: int     # per vector, the compute array's issue cycles
+    finalize_cycles: int    # per vector, the finalizer's steps
 
 
-# --- the network: a cycle-by-cycle model of the engines' control and the FIFOs ----------
+def layer_timing(layer, folding, vectors=8):
+    s = engine_schedule(layer, folding)
+    engine, fed, firsts, lasts, emitted = EngineModel(s), 0, [], [], 0
+    total = vectors * s.in_beats
+    while len(lasts) < vectors:
+        took = engine.in_ready and fed < total
+        gave = engine.out_valid
+        if took and fed % s.in_beats == 0:
+            firsts.append(engine.cycle)
+        if gave:
+            emitted += 1
+            if emitted % s.out_beats == 0:
+                lasts.append(engine.cycle)
+        engine.step(took, gave)
+        fed += int(took)
+        _guard(engine.cycle)
+    compute = s.chunks * sum(s.group_planes)
+    finalize = sum(p * b for p, b in zip(s.group_planes, s.group_blocks))
+    return LayerTiming(latency=lasts[0] - firsts[0], ii=lasts[-1] - lasts[-2] if vectors > 1 else 0,
+                       cycles=lasts[-1] - firsts[0], in_beats=s.in_beats,
+                       out_beats=s.out_beats, compute_cycles=compute, finalize_cycles=finalize)
+
+
+def _guard(cycle):
+    if cycle > 10_000_000:
+        raise RuntimeError("cycle model did not converge (a deadlock in the modelled control?)")
+
+
+# --- the network: the engines, the argmax collector, cycle by cycle ---------------------
 
 @dataclass(frozen=True)
 class NetworkTiming:
     """Predicted cycles of a network top with back-to-back inputs and a ready output.
 
     ``latency``: cycles from the first input beat of an inference to its output beat.
-    ``ii``: cycles between consecutive output beats in steady state.
-    ``per_layer``: each engine's cycles per vector on its own.
+    ``ii``: cycles between the last two output beats (steady state for enough inferences).
+    ``cycles``: from the first input beat to the last output beat of all ``inferences``.
+    ``per_layer``: each engine's own :class:`LayerTiming`.
     """
 
     latency: int
     ii: int
+    cycles: int
     per_layer: tuple
 
 
-class _Engine:
-    def __init__(self, timing, pe):
-        self.t, self.pe = timing, pe
-        self.phase, self.n, self.g, self.count, self.lane = "LOAD", 0, 0, 0, 0
-
-    @property
-    def ready(self):
-        return self.phase == "LOAD"
-
-    @property
-    def valid(self):
-        return self.phase == "EMIT"
-
-    def lanes(self):
-        return min(self.pe, self.t.emits - self.g * self.pe)
-
-    def step(self, took_input, gave_output):
-        t = self.t
-        if self.phase == "LOAD" and took_input:
-            self.n += 1
-            if self.n == t.load:
-                self.phase, self.n, self.g, self.count = "COMPUTE", 0, 0, 0
-        elif self.phase == "COMPUTE":
-            self.count += 1
-            if self.count == t.issue:
-                self.phase, self.count = "DRAIN", 0
-        elif self.phase == "DRAIN":
-            self.count += 1
-            if self.count == t.drain:
-                self.phase = "THRESH"
-        elif self.phase == "THRESH":
-            self.phase, self.lane = "EMIT", 0
-        elif self.phase == "EMIT" and gave_output:
-            self.lane += 1
-            if self.lane == self.lanes():
-                if self.g == t.groups - 1:
-                    self.phase = "LOAD"
-                else:
-                    self.phase, self.g, self.count = "COMPUTE", self.g + 1, 0
-
-
-def network_timing(model, foldings, inferences=4):
-    """Simulate the control of every engine, FIFO and the collector, cycle by cycle."""
+def network_timing(model, foldings, inferences=8):
+    """Simulate the control of every engine, its FIFO and the collector, cycle by cycle."""
     dense = model.mac_layers()
-    engines = [_Engine(layer_timing(layer, f), f.pe) for layer, f in zip(dense, foldings)]
-    depths = [layer.out_features for layer in dense]
-    levels = [0] * len(engines)
-    classes = len(model.classes)
+    schedules = [engine_schedule(layer, f) for layer, f in zip(dense, foldings)]
+    engines = [EngineModel(s) for s in schedules]
+    collect_beats = schedules[-1].out_beats
     collected, sending = 0, False
-    fed = 0                      # input beats accepted
-    starts, outs = [], []
-    total_in = inferences * dense[0].in_features
-    cycle = 0
+    fed, starts, outs = 0, [], []
+    total_in = inferences * schedules[0].in_beats
     while len(outs) < inferences:
-        # combinational handshakes of this cycle, from the registered state
-        take0 = engines[0].ready and fed < total_in
-        writes = [e.valid and lvl < d for e, lvl, d in zip(engines, levels, depths)]
-        reads = [levels[k] > 0 and engines[k + 1].ready for k in range(len(engines) - 1)]
-        reads.append(levels[-1] > 0 and not sending)
+        cycle = engines[0].cycle
+        took = [engines[0].in_ready and fed < total_in]
+        took += [engines[k].out_valid and engines[k + 1].in_ready for k in range(len(engines) - 1)]
+        collect = engines[-1].out_valid and not sending
         if sending:
             outs.append(cycle)
-        if take0 and fed % dense[0].in_features == 0:
+        if took[0] and fed % schedules[0].in_beats == 0:
             starts.append(cycle)
-        # clock edge
-        for k, eng in enumerate(engines):
-            eng.step(take0 if k == 0 else reads[k - 1], writes[k])
-        for k in range(len(levels)):
-            levels[k] += int(writes[k]) - int(reads[k])
-        fed += int(take0)
+        for k, engine in enumerate(engines):
+            engine.step(took[k], took[k + 1] if k + 1 < len(engines) else collect)
+        fed += int(took[0])
         if sending:
             sending = False
-        elif reads[-1]:
+        elif collect:
             collected += 1
-            if collected == classes:
+            if collected == collect_beats:
                 collected, sending = 0, True
-        cycle += 1
-        if cycle > 10_000_000:
-            raise RuntimeError("cycle model did not converge (a deadlock in the modelled control?)")
-    ii = outs[-1] - outs[-2] if inferences > 1 else outs[0] - starts[0]
-    return NetworkTiming(latency=outs[0] - starts[0], ii=ii,
-                         per_layer=tuple(layer_timing(layer, f).per_vector for layer, f in zip(dense, foldings)))
+        _guard(cycle)
+    return NetworkTiming(latency=outs[0] - starts[0], ii=outs[-1] - outs[-2] if inferences > 1 else 0,
+                         cycles=outs[-1] - starts[0], per_layer=tuple(layer_timing(layer, f) for layer, f in zip(dense, foldings)))

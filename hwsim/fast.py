@@ -16,7 +16,7 @@ slowest pass numpy makes here.  The bound, and so the proof, is unchanged.
 
 import numpy as np
 
-from export.ir import Conv2dLayer, accumulator_bounds, input_values, weight_values
+from lqir import Conv2dLayer, accumulator_bounds, input_values, weight_values
 
 from .layout import conv_columns_nhwc
 

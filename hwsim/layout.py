@@ -3,6 +3,8 @@
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from lqir import conv_output_size, pool_output_size
+
 __all__ = ["conv_windows", "conv_columns_nhwc", "maxpool2d", "maxpool2d_nhwc", "apply_thresholds"]
 
 
@@ -27,8 +29,8 @@ def conv_columns_nhwc(x, kernel, stride, padding, out=None):
     and refilled with same-shaped inputs stays so.
     """
     b, h, w, c = x.shape
-    oh = (h + 2 * padding - kernel) // stride + 1
-    ow = (w + 2 * padding - kernel) // stride + 1
+    oh = conv_output_size(h, kernel, stride, padding)
+    ow = conv_output_size(w, kernel, stride, padding)
     if out is None:
         out = np.zeros((b, oh, ow, kernel * kernel * c), x.dtype)
     for i in range(kernel):
@@ -54,8 +56,8 @@ def _tap_span(tap, size, out_size, stride, padding):
 
 def maxpool2d_nhwc(x, kernel, stride, out=None):
     """Max over windows of channels-last ``[B, H, W, C]`` (floor mode, no padding)."""
-    h = (x.shape[1] - kernel) // stride + 1
-    w = (x.shape[2] - kernel) // stride + 1
+    h = pool_output_size(x.shape[1], kernel, stride)
+    w = pool_output_size(x.shape[2], kernel, stride)
     taps = [x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
             for i in range(kernel) for j in range(kernel)]
     if out is None:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.ir import FlattenLayer, MaxPool2dLayer, Model
+from lqir import FlattenLayer, MacLayer, MaxPool2dLayer, Model
 
 from .bitplane import mac_bitplane
 from .fast import layer_input, mac_fast, mac_operand, prepare, threshold_fast
@@ -13,7 +13,7 @@ from .layout import apply_thresholds, maxpool2d, maxpool2d_nhwc
 from .parallel import check_threads, map_chunks
 from .workspace import Workspace
 
-__all__ = ["MODES", "Trace", "Simulator", "simulate", "predict", "accuracy"]
+__all__ = ["MODES", "Trace", "Simulator", "simulate", "run_layer", "predict", "accuracy"]
 
 MODES = ("fast", "bitplane")
 
@@ -38,7 +38,7 @@ class Simulator:
 
     def __init__(self, model, chunk=2048, threads=None, kernels="auto"):
         if not isinstance(model, Model):
-            raise TypeError(f"Simulator needs an export.ir.Model, not {type(model).__name__}")
+            raise TypeError(f"Simulator needs an lqir.Model, not {type(model).__name__}")
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise TypeError(f"Simulator chunk must be a positive integer, not {chunk!r}")
         self.model = model
@@ -206,6 +206,28 @@ def _nchw(x):
 def simulate(model, x, mode="fast"):
     """One-shot: final accumulators of ``model`` on level indices ``x``."""
     return Simulator(model).run(x, mode=mode)
+
+
+def run_layer(layer, x):
+    """One multiply-accumulate layer alone on level indices ``x`` (``[B, *layer input]``).
+
+    Returns ``(acc, out)``, both int64: the accumulators and the layer's output (level
+    indices of a ``threshold`` layer, or the accumulators again).  Images are ``[B, C, H, W]``.
+    """
+    if not isinstance(layer, MacLayer):
+        raise TypeError(f"run_layer needs a dense or conv2d lqir layer, not {type(layer).__name__}")
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"inputs: must be integer level indices, not dtype {x.dtype}")
+    if x.size and (x.min() < 0 or x.max() >= layer.in_levels):
+        raise ValueError(f"inputs: level indices must lie in [0, {layer.in_levels}), found [{x.min()}, {x.max()}]")
+    acc = _nchw(mac_fast(prepare(layer), _to_nhwc(x)).astype(np.int64))
+    out = acc if layer.output == "accumulate" else apply_thresholds(acc, layer.thresholds).astype(np.int64)
+    return acc, out
+
+
+def _to_nhwc(x):
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
 def predict(acc):

@@ -4,7 +4,11 @@ A K-bit quantizer holds a basis ``v`` (one row per channel, or one row per layer
 the 2**K codes ``b``; its levels are ``b · v`` with ``s(b) = 2b - 1`` ('pm1', weights)
 or ``s(b) = b`` ('bin', activations).  Inputs are encoded to the nearest level through
 the sorted levels and their midpoints; the codes follow the sort.  LQ-Nets refits the
-basis by one quantization-error-minimization (QEM) step per training step.
+basis by one quantization-error-minimization (QEM) step per training step, averaged the
+way the reference (microsoft/LQ-Nets, TensorFlow ``assign_moving_average``) does it.
+
+Every quantizer is device- and dtype-agnostic (constants follow its buffers) and pure in
+eval mode (forward changes no buffer).
 """
 
 import torch
@@ -19,6 +23,7 @@ NORM_PPF_0_75 = 0.6745
 QEM_MOMENTUM = 0.9
 WEIGHT_EPS = 1e-4
 ENCODINGS = ("pm1", "bin")
+_RESUMED_STEPS = 1000  # average steps credited to a basis-only (version 1) checkpoint
 
 
 def level_codes(bits, encoding):
@@ -29,17 +34,20 @@ def level_codes(bits, encoding):
 
 
 class _ClippedSTE(torch.autograd.Function):
-    """Forward the quantized value; pass the gradient where ``x <= upper``."""
+    """Forward the quantized value; pass the gradient where ``x <= upper`` (everywhere if None).
+
+    ``x <= upper`` is the gradient of the reference's ``tf.minimum(x, top)``: ties pass.
+    """
 
     @staticmethod
     def forward(ctx, x, quantized, upper):
-        ctx.save_for_backward(x <= upper)
+        ctx.save_for_backward(None if upper is None else x <= upper)
         return quantized
 
     @staticmethod
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
-        return grad * mask, None, None
+        return (grad if mask is None else grad * mask), None, None
 
 
 class BasisQuantizer(nn.Module):
@@ -66,7 +74,15 @@ class BasisQuantizer(nn.Module):
     def sorted_levels(self):
         """Levels sorted ascending ``[C, L]`` and the code index of each ``[C, L]``."""
         levels = self.effective_basis() @ self.codes.T
-        return torch.sort(levels, dim=1, stable=True)
+        # The reference sorts with top_k (descending, equal levels lower index first) and
+        # reverses; doing the same picks the same code when a degenerate basis ties levels.
+        levels, order = torch.sort(levels, dim=1, descending=True, stable=True)
+        return levels.flip(1), order.flip(1)
+
+    def top_level(self, like):
+        """The largest level of each row, shaped to broadcast against ``like``."""
+        top = self.sorted_levels()[0][:, -1]
+        return top.reshape((-1,) + (1,) * (like.dim() - 1)) if self.channels > 1 else top[0]
 
     def encode(self, x):
         """Sorted level index, value and basis codes of every element of ``x``."""
@@ -84,31 +100,64 @@ class BasisQuantizer(nn.Module):
 
 
 class _LQBase(BasisQuantizer):
-    """LQ-Nets: QEM refit of the basis, blended by moving average, once per step."""
+    """LQ-Nets: one QEM least-squares refit of the basis per training step, averaged.
+
+    The average is TensorFlow's zero-debiased ``assign_moving_average(basis, v*, 0.9)``,
+    as the reference runs it: ``biased ← 0.9·biased + 0.1·v*`` from zero, ``t ← t + 1``,
+    ``basis = biased / (1 − 0.9^t)``.  The first step therefore lands on v* itself; the
+    initial basis only chooses the first step's codes.  ``basis`` is the basis in use,
+    ``biased_basis`` and ``qem_steps`` the average's state (all three are checkpointed).
+    """
 
     eps = 0.0
     clip_gradient = False
+    _version = 2  # version 1 checkpoints have a basis but no average state
+
+    def __init__(self, bits, encoding, channels=1):
+        super().__init__(bits, encoding, channels)
+        self.register_buffer("biased_basis", torch.zeros(channels, bits))
+        self.register_buffer("qem_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, x):
         _, values, bits = self.encode(x.detach())
+        # The reference clips at the top level of the basis that encoded x (before the update).
+        upper = self.top_level(x) if self.clip_gradient else None
         if self.training:
             self._qem_step(x.detach().reshape(self.channels, -1), bits)
-        upper = values.max() if self.clip_gradient else torch.tensor(float("inf"))
         return _ClippedSTE.apply(x, values, upper)
 
     @torch.no_grad()
     def _qem_step(self, rows, bits):
-        """``v* = (BᵀB + εI)⁻¹ (Bᵀx + εv)``, then ``v ← 0.9 v + 0.1 v*``."""
+        """Average the least-squares basis in, zero-debiased like TensorFlow."""
+        self.biased_basis.mul_(QEM_MOMENTUM).add_(self._least_squares(rows, bits), alpha=1 - QEM_MOMENTUM)
+        self.qem_steps.add_(1)
+        debias = 1 - QEM_MOMENTUM ** self.qem_steps.to(self.basis.dtype)
+        self.basis.copy_(self.biased_basis / debias)
+
+    def _least_squares(self, rows, bits):
+        """``v* = (BᵀB + εI)⁻¹ (Bᵀx + εv)`` per row; ε = 0 for activations."""
         gram = torch.einsum("cnk,cnl->ckl", bits, bits)
         rhs = torch.einsum("cnk,cn->ck", bits, rows)
-        if self.eps:
-            gram = gram + self.eps * torch.eye(self.bits)
-            rhs = rhs + self.eps * self.basis
-        new, info = torch.linalg.solve_ex(gram, rhs)
+        # A bit plane never set ({0,1} codes) is an all-zero column of B and leaves BᵀB
+        # singular; a unit ridge on that plane alone pins it to its old value.
+        unset = (gram.diagonal(dim1=1, dim2=2) == 0).to(gram.dtype)
+        ridge = unset + self.eps
+        gram = gram + ridge[:, :, None] * torch.eye(self.bits, dtype=gram.dtype, device=gram.device)
+        new, info = torch.linalg.solve_ex(gram, rhs + ridge * self.basis)
+        # Still singular (two planes always set together) or non-finite input: the old
+        # basis goes into the average, which leaves the debiased basis where it was.
         ok = (info == 0) & torch.isfinite(new).all(dim=1)
-        # A singular system (a bit plane never set in this batch) keeps its old basis.
-        new = torch.where(ok[:, None], new, self.basis)
-        self.basis.mul_(QEM_MOMENTUM).add_((1 - QEM_MOMENTUM) * new)
+        return torch.where(ok[:, None], new, self.basis)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # Version 1 checkpoints hold only the basis: resume it as a long-running average
+        # (0.9^1000 is 0 in floating point, so the debias factor is 1 and it is kept as is).
+        version = local_metadata.get("version")
+        if (version is None or version < 2) and prefix + "basis" in state_dict \
+                and prefix + "qem_steps" not in state_dict:
+            state_dict[prefix + "biased_basis"] = state_dict[prefix + "basis"].clone()
+            state_dict[prefix + "qem_steps"] = torch.tensor(_RESUMED_STEPS)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
 
 class LQWeightQuantizer(_LQBase):
@@ -165,16 +214,18 @@ class _UniformBase(BasisQuantizer):
         return self.scale.abs() + 1e-8 if self.scale is not None else self.max_scale
 
     def effective_basis(self):
-        return self.current_scale().detach()[:, None] * 2.0 ** torch.arange(self.bits)
+        scale = self.current_scale().detach()
+        powers = 2.0 ** torch.arange(self.bits, dtype=scale.dtype, device=scale.device)
+        return scale[:, None] * powers
 
     def forward(self, x):
         if self.training:
             self._observe(x)
+            self.basis.copy_(self.effective_basis())  # kept in step for inspection
         scale = self.current_scale()
-        self.basis.copy_(self.effective_basis())  # kept in step for inspection
         _, values, _ = self.encode(x.detach())
         if self.scale is None:
-            return _ClippedSTE.apply(x, values, values.max())
+            return _ClippedSTE.apply(x, values, self.top_level(x))
         shape = (-1,) + (1,) * (x.dim() - 1) if self.channels > 1 else ()
         s = scale.reshape(shape)
         lo, hi = self._grid_range()

@@ -1,8 +1,7 @@
 """Training: full-precision baseline, then QAT initialized from it; checkpoints."""
 
 import json
-import os
-import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from lqir import atomic_open, atomic_write_bytes
 
 from .layers import QuantConfig
 from .nets import NetConfig, QuantNet
@@ -99,41 +100,149 @@ def fit(model, data, cfg, desc="train", progress=True):
     return hist
 
 
-def _atomic_write(path, write):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(folder, model, extra=None):
     """Write ``model.pt`` (state dict) and ``config.json`` (NetConfig + extra) atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"net": model.config.to_json(), **(extra or {})}
-    _atomic_write(folder / "model.pt", lambda fh: torch.save(model.state_dict(), fh))
-    _atomic_write(folder / "config.json", lambda fh: fh.write(json.dumps(config, indent=2).encode()))
+    with atomic_open(folder / "model.pt") as fh:
+        torch.save(model.state_dict(), fh)
+    atomic_write_bytes(folder / "config.json", json.dumps(config, indent=2).encode())
     return folder
 
 
 def load_checkpoint(folder):
-    """Rebuild the network of a checkpoint folder; returns ``(model, config dict)``."""
+    """Rebuild the network of a checkpoint folder; returns ``(model, config dict)``.
+
+    Every problem of the folder is a ``ValueError`` (``FileNotFoundError`` if it is not a
+    checkpoint folder) naming the file: ``config.json`` is checked before anything is
+    built, ``model.pt`` is read only as a PyTorch zip archive of tensors
+    (``weights_only``), must match the configured network exactly and hold no NaN or inf.
+    """
     folder = Path(folder)
     cfg_path, pt_path = folder / "config.json", folder / "model.pt"
     if not cfg_path.is_file() or not pt_path.is_file():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder (needs model.pt and config.json; "
                                 "make one with 'lqflow train')")
-    try:
-        config = json.loads(cfg_path.read_text())
-        net = NetConfig(**{**config["net"], "quant": QuantConfig(**config["net"]["quant"])})
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{cfg_path}: not a valid lqflow checkpoint config ({exc})") from None
-    model = QuantNet(net)
-    model.load_state_dict(torch.load(pt_path, weights_only=True, map_location="cpu"))
+    config = _read_config(cfg_path)
+    net_cfg = _net_config(cfg_path, config["net"])
+    state = _read_state(pt_path)
+    held = sum(tensor.numel() for tensor in state.values())
+    if _weight_count(net_cfg) > held:  # before building it: a forged config must not allocate more
+        raise _invalid(pt_path, f"it does not match config.json, which describes a network of "
+                                f"{_weight_count(net_cfg):,} weights; model.pt holds {held:,} numbers")
+    model = QuantNet(net_cfg)
+    _match_state(pt_path, state, model.state_dict())
+    model.load_state_dict(state)
     model.eval()
     return model, config
+
+
+#: Largest config.json and model.pt that load_checkpoint reads.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_STATE_BYTES = 1 << 30
+
+
+def _invalid(path, why):
+    return ValueError(f"{path}: not a valid lqflow checkpoint ({why})")
+
+
+def _read_config(path):
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise _invalid(path, f"more than {MAX_CONFIG_BYTES >> 20} MiB of JSON")
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _invalid(path, f"not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("net"), dict):
+        raise _invalid(path, "no 'net' object")
+    dataset = config.get("dataset")
+    if dataset is not None:
+        classes = dataset.get("classes") if isinstance(dataset, dict) else None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise _invalid(path, "dataset.classes must be a list of class names (strings)")
+        if len(classes) != config["net"].get("classes"):
+            raise _invalid(path, f"dataset.classes names {len(classes)} classes, net.classes is "
+                                 f"{config['net'].get('classes')!r}")
+    return config
+
+
+def _is_int(value, lo, hi):
+    return not isinstance(value, bool) and isinstance(value, int) and lo <= value <= hi
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
+
+
+def _net_config(path, raw):
+    """The :class:`NetConfig` of ``config.json``'s ``net``, every field's type checked first."""
+    checks = {
+        "input_shape": lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(s, 1, 2**16) for s in v),
+        "in_levels": lambda v: _is_int(v, 2, 2**16),
+        "classes": lambda v: _is_int(v, 2, 2**16),
+        "widths": lambda v: isinstance(v, list) and all(_is_int(w, 1, 2**16) for w in v),
+        "quant": lambda v: isinstance(v, dict),
+        "in_mean": _is_number,
+        "in_std": _is_number,
+    }
+    wanted = {"input_shape": "3 integers", "in_levels": "an integer from 2 to 65536",
+              "classes": "an integer from 2 to 65536", "widths": "a list of integers from 1 to 65536",
+              "quant": "an object", "in_mean": "a finite number", "in_std": "a finite number"}
+    for key, ok in checks.items():
+        if key not in raw or not ok(raw[key]):
+            raise _invalid(path, f"net.{key} must be {wanted[key]}, not {raw.get(key)!r}")
+    try:
+        return NetConfig(**{**raw, "quant": QuantConfig(**raw["quant"])})
+    except (TypeError, ValueError) as exc:
+        raise _invalid(path, f"net: {exc}") from None
+
+
+def _weight_count(cfg):
+    """Weights of the dense and conv layers of the network ``cfg`` describes (as in :mod:`models.nets`)."""
+    c, h, w = cfg.input_shape
+    if cfg.arch == "mlp":
+        sizes = [c * h * w, *cfg.widths, cfg.classes]
+        return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    count = 0
+    for width in cfg.widths:
+        count += 9 * c * width
+        pool = h >= 2 and w >= 2
+        c, h, w = width, (h // 2 if pool else h), (w // 2 if pool else w)
+    return count + c * h * w * cfg.classes
+
+
+def _read_state(path):
+    """The state dict of ``model.pt``: a PyTorch zip archive of tensors, nothing else is unpickled."""
+    if path.stat().st_size == 0:
+        raise _invalid(path, "the file is empty")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise _invalid(path, f"not a PyTorch zip archive: {exc}") from None
+    if declared > MAX_STATE_BYTES:
+        raise _invalid(path, f"it declares more than {MAX_STATE_BYTES >> 30} GiB of data")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on a bad file; name none of its advice
+        raise _invalid(path, f"its contents are not a state dict of tensors: {type(exc).__name__}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise _invalid(path, f"it holds a {type(state).__name__}, not a state dict of tensors")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _invalid(path, f"parameter {key!r} holds NaN or inf values; retrain the network")
+    return state
+
+
+def _match_state(path, state, expected):
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = f"parameter {missing[0]!r} is missing" if missing else f"parameter {unexpected[0]!r} is unexpected"
+        raise _invalid(path, f"{what}; model.pt does not match config.json")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape) or state[key].dtype != tensor.dtype:
+            raise _invalid(path, f"parameter {key!r} is {state[key].dtype} {list(state[key].shape)}, config.json "
+                                 f"implies {tensor.dtype} {list(tensor.shape)}")

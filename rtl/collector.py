@@ -4,63 +4,83 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .engine import level_width
+from lqir import bits_for_levels
 
 __all__ = ["ArgmaxCollector"]
 
 
 class ArgmaxCollector(wiring.Component):
-    """``classes`` accumulators in, one beat out: all logits and their argmax.
+    """``classes`` accumulators in, ``lanes`` per beat; one beat out: all logits and their argmax.
 
     Members
     -------
-    i : ``In(stream.Signature(signed(acc_bits)))``
-        Logits, class 0 first, one per beat.
-    o : ``Out(stream.Signature(unsigned(classes * acc_bits + level_width(classes))))``
+    i : ``In(stream.Signature(unsigned(lanes * acc_bits)))``
+        Logits, class 0 first, ``lanes`` per beat (lane l in bits ``[l·acc_bits, (l+1)·acc_bits)``,
+        two's complement); lanes past the last class are ignored.
+    o : ``Out(stream.Signature(unsigned(classes * acc_bits + bits_for_levels(classes))))``
         Bits ``[k*acc_bits, (k+1)*acc_bits)``: logit k (two's complement); the top
-        ``level_width(classes)`` bits: the predicted class (first index on ties).
+        ``bits_for_levels(classes)`` bits: the predicted class (first index on ties).
 
     Timing: one input beat per cycle, then the output beat on the next cycle; ``i`` is
     not ready while the output beat waits.
     """
 
-    def __init__(self, classes, acc_bits):
+    def __init__(self, classes, acc_bits, lanes=1):
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
             raise TypeError(f"Collector classes must be a positive integer, not {classes!r}")
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 64:
             raise TypeError(f"Collector acc_bits must be an integer from 2 to 64, not {acc_bits!r}")
-        self.classes, self.acc_bits = classes, acc_bits
-        self.pred_width = level_width(classes)
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise TypeError(f"Collector lanes must be a positive integer, not {lanes!r}")
+        self.classes, self.acc_bits, self.lanes = classes, acc_bits, lanes
+        self.beats = -(-classes // lanes)
+        self.pred_width = bits_for_levels(classes)
         super().__init__({
-            "i": In(stream.Signature(signed(acc_bits))),
+            "i": In(stream.Signature(unsigned(lanes * acc_bits))),
             "o": Out(stream.Signature(unsigned(classes * acc_bits + self.pred_width))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        logits = [Signal(signed(self.acc_bits), name=f"logit{k}") for k in range(self.classes)]
-        best = Signal(signed(self.acc_bits))
+        width = self.acc_bits
+        logits = [Signal(signed(width), name=f"logit{k}") for k in range(self.classes)]
+        best = Signal(signed(width))
         pred = Signal(self.pred_width)
-        k = Signal(range(max(self.classes, 2)))
-        m.d.comb += self.o.payload.eq(sum((lg.as_unsigned() << (n * self.acc_bits) for n, lg in enumerate(logits)),
-                                          pred << (self.classes * self.acc_bits)))
+        beat = Signal(range(max(self.beats, 2)))
+        m.d.comb += self.o.payload.eq(sum((lg.as_unsigned() << (n * width) for n, lg in enumerate(logits)),
+                                          pred << (self.classes * width)))
         with m.FSM(name="collect"):
             with m.State("COLLECT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    for n, lg in enumerate(logits):
-                        with m.If(k == n):
-                            m.d.sync += lg.eq(self.i.payload)
-                    # strictly greater keeps the first index on ties
-                    with m.If((k == 0) | (self.i.payload > best)):
-                        m.d.sync += [best.eq(self.i.payload), pred.eq(k)]
-                    with m.If(k == self.classes - 1):
-                        m.d.sync += k.eq(0)
+                    self._take(m, logits, best, pred, beat)
+                    with m.If(beat == self.beats - 1):
+                        m.d.sync += beat.eq(0)
                         m.next = "SEND"
                     with m.Else():
-                        m.d.sync += k.eq(k + 1)
+                        m.d.sync += beat.eq(beat + 1)
             with m.State("SEND"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
                     m.next = "COLLECT"
         return m
+
+    def _take(self, m, logits, best, pred, beat):
+        """Store one beat's logits; carry the running maximum across its lanes, in class order."""
+        width = self.acc_bits
+        run_best, run_pred = best, pred
+        for lane in range(self.lanes):
+            value = self.i.payload[lane * width:(lane + 1) * width].as_signed()
+            index = beat * self.lanes + lane
+            for k in range(lane, self.classes, self.lanes):
+                with m.If(beat == k // self.lanes):
+                    m.d.sync += logits[k].eq(value)
+            live = index < self.classes
+            # strictly greater keeps the first index on ties; class 0 starts the search
+            better = live & ((index == 0) | (value > run_best))
+            nb, np_ = Signal(signed(width), name=f"best_l{lane}"), Signal(self.pred_width, name=f"pred_l{lane}")
+            m.d.comb += [nb.eq(run_best), np_.eq(run_pred)]
+            with m.If(better):
+                m.d.comb += [nb.eq(value), np_.eq(index)]
+            run_best, run_pred = nb, np_
+        m.d.sync += [best.eq(run_best), pred.eq(run_pred)]

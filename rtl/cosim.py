@@ -11,25 +11,30 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsim import Simulator
-from hwsim.cycles import layer_timing
-from hwsim.fast import mac_fast, prepare
-from hwsim.layout import apply_thresholds
+from hwsim import Simulator, run_layer
+from hwsim.cycles import engine_schedule, layer_timing, network_timing
+from lqir import bits_for_levels
 
-from .engine import level_width
-from .toolchain import verilator_env
+from .toolchain import icarus_check, verilator_env
 from .verilog import TOP_NAME, write_engine, write_network
 
-__all__ = ["CosimResult", "cosim_network", "cosim_engine", "VERILATOR_WARNINGS"]
+__all__ = ["CosimResult", "cosim_network", "cosim_engine", "VERILATOR_WARNINGS", "SIMULATORS"]
 
-# Yosys-written Verilog trips Verilator's width lint; silence exactly those warnings.
+# Warnings Verilator raises on Yosys-written Verilog that are style, not bugs: width
+# mismatches Yosys leaves to implicit extension/truncation (WIDTHEXPAND/TRUNC, UNSIGNED,
+# CMPCONST), signals and pins it leaves unused or unconnected, its flattened
+# combinational nets (UNOPTFLAT), module names that differ from the file name, case
+# statements without a default, and the overlapping patterns of its one-hot multiplexer
+# functions (``casez`` marked ``parallel_case``, CASEOVERLAP).  Everything else stays an error.
 VERILATOR_WARNINGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-UNOPTFLAT",
                       "-Wno-PINCONNECTEMPTY", "-Wno-DECLFILENAME", "-Wno-UNSIGNED", "-Wno-CMPCONST",
-                      "-Wno-CASEINCOMPLETE"]
+                      "-Wno-CASEINCOMPLETE", "-Wno-CASEOVERLAP"]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CosimResult:
+    """What one co-simulation measured, beside hwsim's answer and the cycle model's numbers."""
+
     samples: int
     mismatches: list          # sample indices whose RTL output differs from hwsim (must be empty)
     stress_mismatches: list
@@ -37,12 +42,16 @@ class CosimResult:
     ii: int | None            # measured, cycles
     model_latency: int        # hwsim cycle model
     model_ii: int
+    model_clean_cycles: int   # the cycle model's count of the clean phase (first input to last output)
     outputs: np.ndarray       # what the RTL produced in the clean phase (int64, one row per sample)
     reference: np.ndarray     # hwsim's answer for the same inputs
     build_s: float
     sim_s: float
     clean_cycles: int
     clean_wall_s: float       # wall time of the clean phase alone
+    extra_beats: dict         # output beats after the last expected one, per phase (must be 0)
+    timing_errors: list       # the bench's timing faults (must be empty)
+    unresolved: list          # ports that were X or Z right after reset (must be empty)
 
     @property
     def samples_per_s(self):
@@ -69,12 +78,20 @@ def _verilator_on_path():
                 os.environ[key] = value
 
 
-def _run(verilog, toplevel, bundle, build_dir, seed):
+SIMULATORS = ("verilator", "icarus")
+
+
+def _run(verilog, toplevel, bundle, build_dir, seed, simulator):
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "icarus":
+        icarus_check()
+        return _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator)
     with _verilator_on_path():
-        return _build_and_test(verilog, toplevel, bundle, build_dir, seed)
+        return _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator)
 
 
-def _build_and_test(verilog, toplevel, bundle, build_dir, seed):
+def _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator):
     from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir).resolve()
@@ -83,10 +100,11 @@ def _build_and_test(verilog, toplevel, bundle, build_dir, seed):
     np.savez(bundle_path, seed=seed, **bundle)
     results_path.unlink(missing_ok=True)
     outputs_path.unlink(missing_ok=True)
-    runner = get_runner("verilator")
+    runner = get_runner(simulator)
     t0 = time.perf_counter()
-    runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, build_args=VERILATOR_WARNINGS,
-                 log_file=build_dir / "build.log")
+    extra = dict(build_args=VERILATOR_WARNINGS) if simulator == "verilator" else dict(timescale=("1ns", "1ps"))
+    runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, log_file=build_dir / "build.log",
+                 **extra)
     t1 = time.perf_counter()
     runner.test(test_module="rtl.bench", hdl_toplevel=toplevel, build_dir=build_dir, test_dir=build_dir,
                 extra_env={"LQFLOW_BENCH": str(bundle_path), "LQFLOW_RESULTS": str(results_path),
@@ -99,7 +117,16 @@ def _build_and_test(verilog, toplevel, bundle, build_dir, seed):
     return results, t1 - t0, time.perf_counter() - t1
 
 
-def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0.2, ready_prob=0.7):
+def _beats(x, lanes):
+    """Level indices ``[B, n]`` → input beats ``[B, ceil(n / lanes), lanes]`` (the last zero-padded)."""
+    beats = -(-x.shape[1] // lanes)
+    out = np.zeros((len(x), beats * lanes), np.int64)
+    out[:, :x.shape[1]] = x
+    return out.reshape(len(x), beats, lanes)
+
+
+def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0.2, ready_prob=0.7,
+                  simulator="verilator"):
     """Run ``x`` (level indices ``[B, *input.shape]``) through the RTL of ``model``."""
     sim = Simulator(model)
     x = sim.check_inputs(x)
@@ -109,33 +136,53 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     pred = expected.argmax(axis=1)
     build_dir = Path(build_dir)
     verilog, info = write_network(model, foldings, build_dir / "rtl")
-    latency, ii = info["latency_cycles"], info["initiation_interval_cycles"]   # the cycle model's
+    timing = network_timing(model, foldings, inferences=len(x))    # the cycle model, on these samples
     acc_bits = model.mac_layers()[-1].acc_bits
-    bundle = dict(x=x.reshape(len(x), -1), expected=np.concatenate([expected, pred[:, None]], axis=1),
+    bundle = dict(x=_beats(x.reshape(len(x), -1), foldings[0].in_lanes),
+                  lane_width=bits_for_levels(model.input.levels),
+                  expected=np.concatenate([expected, pred[:, None]], axis=1),
                   fmt_kind="network", fmt_count=len(model.classes), fmt_width=acc_bits, beats_per_sample=1,
-                  stress=stress, gap_prob=gap_prob, ready_prob=ready_prob, max_cycles=2 * (latency + ii * len(x)))
-    res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed)
-    return CosimResult(res["samples"], res["clean_mismatches"], res["stress_mismatches"], res["latency"],
-                       res["ii"], latency, ii, res["outputs"], bundle["expected"], build_s, sim_s,
-                       res["clean_cycles"], res["clean_wall_s"])
+                  stress=stress, gap_prob=gap_prob, ready_prob=ready_prob, max_cycles=2 * timing.cycles + 1000,
+                  model_latency=timing.latency, model_ii=timing.ii, model_clean_cycles=timing.cycles)
+    res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed, simulator)
+    return _result(res, model_latency=timing.latency, model_ii=timing.ii, model_clean_cycles=timing.cycles,
+                   reference=bundle["expected"], build_s=build_s, sim_s=sim_s)
 
 
-def cosim_engine(layer, folding, x, build_dir, stress=True, seed=0):
+def cosim_engine(layer, folding, x, build_dir, stress=True, seed=0, simulator="verilator"):
     """One engine alone: every accumulator or level index of ``x`` (``[B, in_features]``)."""
-    acc = mac_fast(prepare(layer), x).astype(np.int64)
-    if layer.output == "threshold":
-        expected, kind, width = apply_thresholds(acc, layer.thresholds), "engine", level_width(layer.out_levels)
-    else:
-        expected, kind, width = acc, "engine_signed", layer.acc_bits
+    _, out = run_layer(layer, x)
+    schedule = engine_schedule(layer, folding)
+    width = bits_for_levels(layer.out_levels) if layer.output == "threshold" else layer.acc_bits
+    # hwsim's outputs laid out as the engine's beats: out_lanes channels each, in its order
+    lanes = folding.out_lanes
+    channels = np.array([g * folding.pe + b * lanes + u for g, blocks in enumerate(schedule.group_blocks)
+                         for b in range(blocks) for u in range(lanes)])
+    live = channels < layer.out_features
+    expected = np.zeros((len(x), len(channels)), np.int64)
+    expected[:, live] = out[:, channels[live]]
     build_dir = Path(build_dir)
     (build_dir / "rtl").mkdir(parents=True, exist_ok=True)
     verilog = write_engine(layer, folding, build_dir / "rtl")
-    bundle = dict(x=x, expected=expected, fmt_kind=kind, fmt_count=1, fmt_width=width,
-                  beats_per_sample=layer.out_features, stress=stress, gap_prob=0.2, ready_prob=0.7,
-                  max_cycles=2 * layer_timing(layer, folding).per_vector * (len(x) + 1))
-    res, build_s, sim_s = _run(verilog, "lqflow_engine", bundle, build_dir, seed)
-    # the last output beat of a vector comes per_vector - 1 cycles after its first input beat
-    per_vector = layer_timing(layer, folding).per_vector
-    return CosimResult(res["samples"], res["clean_mismatches"], res["stress_mismatches"], res["latency"],
-                       res["ii"], per_vector - 1, per_vector, res["outputs"], expected, build_s, sim_s,
-                       res["clean_cycles"], res["clean_wall_s"])
+    timing = layer_timing(layer, folding, vectors=len(x))
+    bundle = dict(x=_beats(np.asarray(x, np.int64), folding.in_lanes), lane_width=bits_for_levels(layer.in_levels),
+                  expected=expected.reshape(len(x), schedule.out_beats, lanes),
+                  mask=np.broadcast_to(live, expected.shape).reshape(len(x), schedule.out_beats, lanes).astype(np.int8),
+                  fmt_kind="engine" if layer.output == "threshold" else "engine_signed", fmt_count=lanes,
+                  fmt_width=width, beats_per_sample=schedule.out_beats, stress=stress, gap_prob=0.2,
+                  ready_prob=0.7, max_cycles=2 * timing.cycles + 1000, model_latency=timing.latency,
+                  model_ii=timing.ii, model_clean_cycles=timing.cycles)
+    res, build_s, sim_s = _run(verilog, "lqflow_engine", bundle, build_dir, seed, simulator)
+    outputs = res["outputs"].reshape(len(x), -1)[:, live]
+    order = np.argsort(channels[live])
+    return _result({**res, "outputs": outputs[:, order]}, model_latency=timing.latency, model_ii=timing.ii,
+                   model_clean_cycles=timing.cycles, reference=out, build_s=build_s, sim_s=sim_s)
+
+
+def _result(res, **known):
+    """A :class:`CosimResult` from the bench's results file and what the caller knows."""
+    return CosimResult(samples=res["samples"], mismatches=res["clean_mismatches"],
+                       stress_mismatches=res["stress_mismatches"], latency=res["latency"], ii=res["ii"],
+                       outputs=res["outputs"], clean_cycles=res["clean_cycles"],
+                       clean_wall_s=res["clean_wall_s"], extra_beats=res["extra_beats"],
+                       timing_errors=res["timing_errors"], unresolved=res["unresolved_after_reset"], **known)

@@ -1,39 +1,45 @@
-"""The layer engine: a bit-serial popcount-accumulate datapath for one ``dense`` IR layer.
+"""The layer engine: a streaming, bit-serial popcount datapath for one ``dense`` IR layer.
 
-For each group of PE output channels and each weight × input plane pair ``(i, j)``,
-SIMD inputs per cycle are ANDed and popcounted, and the integer coefficient product
-``Wc[o, i] · Ac[j]`` times ``2·P − S`` ('pm1') or ``P`` ('bin') is accumulated.
+Three processes run side by side (their schedule is :mod:`hwsim.cycles`, exactly):
+
+* **loader** — ``in_lanes`` level indices per beat (registered on arrival), through the ``in_code`` ROM, into the
+  per-input-plane bit buffers of one of two banks (ping-pong), while compute reads the
+  other; for ``pm1`` weights it also sums the input values ``V = Σ_n value_in[x_n]``;
+* **compute** — per PE group, per weight plane ``i`` the group uses, per SIMD chunk:
+  PE weight-plane words AND every input plane ``j``, popcounts ``P_ij`` (pipelined
+  trees), weighed by the layer's input coefficients with constant shifts and adds
+  (``R_i = Σ_j Ac[j]·P_ij``, no multiplier), summed over the chunks into one of the
+  sum buffers;
+* **finalizer** — ``out_lanes`` units; per block of ``out_lanes`` channels, per weight
+  plane: ``acc += Wc[o, i] · (2·R_i − V)`` ('pm1') or ``Wc[o, i] · R_i`` ('bin') — the
+  only multiplier, once per output and weight plane — then thresholds → one output beat
+  into the engine's output FIFO.
+
 Accumulators are ``acc_bits`` wide: two's-complement wrap-around is exact because the
 IR proves every final accumulator fits.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-import numpy as np
+from hwsim.cycles import SUM_BUFFERS, Folding, engine_schedule, plane_sum_terms
+from lqir import bits_for_levels, input_values
 
-from export.ir import bit_planes, signed_width
-
-from hwsim.cycles import Folding, layer_timing, popcount_latency
+from .adders import pipelined_sum
+from .images import EngineGeometry, block_image, coef_image, weight_image
 from .popcount import Popcount
 
-__all__ = ["DenseEngine", "level_width"]
+__all__ = ["DenseEngine"]
 
 
-def level_width(levels):
-    """Bits of a level index in ``[0, levels)``."""
-    return max(1, (levels - 1).bit_length())
-
-
-def _pack(values, width):
-    """Little-endian concatenation of integers (two's complement, ``width`` bits each)."""
-    mask = (1 << width) - 1
-    word = 0
-    for k, value in enumerate(values):
-        word |= (int(value) & mask) << (k * width)
-    return word
+def _mem(m, name, shape, init):
+    # Depths are at least 2: a 1-deep memory gets a 0-bit address, which Verilog cannot spell.
+    mem = Memory(shape=shape, depth=max(2, len(init)), init=init)
+    m.submodules[name] = mem
+    return mem
 
 
 class DenseEngine(wiring.Component):
@@ -41,264 +47,303 @@ class DenseEngine(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(level_width(in_levels)))``
-        Input level indices, one per beat, feature 0 first.
-    o : ``Out(stream.Signature(...))``
-        One output per beat, channel 0 first: a level index (``threshold`` layers,
-        ``unsigned(level_width(out_levels))``) or the accumulator (``accumulate``,
-        ``signed(acc_bits)``).
+    i : ``In(stream.Signature(unsigned(in_lanes · bits_for_levels(in_levels))))``
+        Input level indices, ``in_lanes`` per beat (lane l in bits ``[l·w, (l+1)·w)``),
+        feature 0 first; the last beat of a vector may be partly empty.
+    o : ``Out(stream.Signature(unsigned(out_lanes · field)))``
+        Output values, ``out_lanes`` per beat, channel 0 first: level indices
+        (``threshold`` layers, ``bits_for_levels(out_levels)`` bits each) or accumulators
+        (``accumulate``, ``acc_bits`` two's complement each).
 
-    Timing (no stalls): :func:`hwsim.cycles.layer_timing` — loads ``in_features`` beats,
-    then per PE group issues ``K_w·K_a·ceil(I/SIMD)`` cycles, drains the pipeline,
-    thresholds in one cycle and emits its channels. Not pipelined across vectors:
-    the next vector loads after the last output beat.
+    Timing: :func:`hwsim.cycles.layer_timing` (latency and initiation interval) and
+    :class:`hwsim.cycles.EngineModel` (cycle by cycle, under any stalls).
     """
 
     def __init__(self, layer, folding):
         if not isinstance(folding, Folding):
             raise TypeError(f"Engine folding must be a hwsim.cycles.Folding, not {folding!r}")
         self.layer, self.folding = layer, folding
-        self.timing = layer_timing(layer, folding)
-        self.in_width = level_width(layer.in_levels)
-        if layer.output == "threshold":
-            self.out_shape = unsigned(level_width(layer.out_levels))
-        else:
-            self.out_shape = signed(layer.acc_bits)
+        self.schedule = engine_schedule(layer, folding)
+        self.geometry = geo = EngineGeometry.of(layer, folding)
+        self.field = (bits_for_levels(layer.out_levels) if layer.output == "threshold" else layer.acc_bits)
         super().__init__({
-            "i": In(stream.Signature(unsigned(self.in_width))),
-            "o": Out(stream.Signature(self.out_shape)),
+            "i": In(stream.Signature(unsigned(folding.in_lanes * geo.in_width))),
+            "o": Out(stream.Signature(unsigned(folding.out_lanes * self.field))),
         })
 
-    # --- memory images ---------------------------------------------------------------
-
-    def _geometry(self):
-        f, layer = self.folding, self.layer
-        return (layer.out_features, layer.in_features, f.pe, f.simd, -(-layer.in_features // f.simd),
-                -(-layer.out_features // f.pe))
-
-    def weight_image(self):
-        """Word ``(g·K_w + i)·C + c``: bit ``p·SIMD + s`` = plane i of w[g·PE+p, c·SIMD+s]."""
-        o_n, i_n, pe, simd, chunks, groups = self._geometry()
-        kw = self.layer.weight_bits
-        planes = np.zeros((groups * pe, chunks * simd, kw), np.uint8)
-        planes[:o_n, :i_n] = bit_planes(self.layer.weight_code, kw)
-        words = []
-        for g in range(groups):
-            for i in range(kw):
-                for c in range(chunks):
-                    block = planes[g * pe:(g + 1) * pe, c * simd:(c + 1) * simd, i]
-                    words.append(_pack(block.reshape(-1), 1))
-        return words
-
-    def coef_width(self):
-        prod = np.outer(np.abs(self.layer.weight_coef).max(axis=0), np.abs(self.layer.in_coef)).max()
-        return signed_width(-int(prod), int(prod))
-
-    def coef_image(self):
-        """Word ``(g·K_w + i)·K_a + j``: lane p holds ``Wc[g·PE+p, i] · Ac[j]``."""
-        o_n, _, pe, _, _, groups = self._geometry()
-        kw, ka, width = self.layer.weight_bits, self.layer.in_bits, self.coef_width()
-        coef = np.zeros((groups * pe, kw), np.int64)
-        coef[:o_n] = self.layer.weight_coef
-        return [_pack([coef[g * pe + p, i] * self.layer.in_coef[j] for p in range(pe)], width)
-                for g in range(groups) for i in range(kw) for j in range(ka)]
-
-    def lane_image(self, per_channel, width):
-        o_n, _, pe, _, _, groups = self._geometry()
-        padded = np.zeros((groups * pe,) + per_channel.shape[1:], np.int64)
-        padded[:o_n] = per_channel
-        return [_pack(padded[g * pe:(g + 1) * pe].reshape(-1), width) for g in range(groups)]
-
-    # --- hardware --------------------------------------------------------------------
+    @property
+    def pm1(self):
+        return self.layer.weight_encoding == "pm1"
 
     def elaborate(self, platform):
         m = Module()
-        layer, (o_n, i_n, pe, simd, chunks, groups) = self.layer, self._geometry()
-        kw, ka, acc_bits = layer.weight_bits, layer.in_bits, layer.acc_bits
-        cw = self.coef_width()
-        mems = self._memories(m, cw)
-
-        # --- control state ---
-        n = Signal(range(max(i_n, 2)))            # input beat index
-        pos = Signal(range(max(simd, 2)))         # position of that beat in its SIMD chunk
-        g = Signal(range(max(groups, 2)))         # PE group
-        i = Signal(range(max(kw, 2)))             # weight plane
-        j = Signal(range(max(ka, 2)))             # input plane
-        c = Signal(range(max(chunks, 2)))         # SIMD chunk
-        lane = Signal(range(max(pe, 2)))          # output beat within the group
-        issue, first, last = Signal(), Signal(), Signal()
-        # Running addresses instead of (g·K_w + i)·C + c and (g·K_w + i)·K_a + j: the products
-        # would sit on the critical path.
-        w_base = Signal(range(max(groups * kw * chunks, 2)))   # (g·K_w + i)·C
-        c_addr = Signal(range(max(groups * kw * ka, 2)))       # (g·K_w + i)·K_a + j
-
-        m.d.comb += [mems["code"].addr.eq(self.i.payload), mems["w"].addr.eq(w_base + c),
-                     mems["b"].addr.eq(g)]
-        if "t" in mems:
-            m.d.comb += mems["t"].addr.eq(g)
-        for _, rd in mems["planes"]:
-            m.d.comb += rd.addr.eq(c)
-        # The coefficient address follows the popcount pipeline so that its data, read and
-        # then registered once more (off the memory's slow clock-to-out), lines up with the
-        # registered popcount term.
-        pl = popcount_latency(simd)
-        caddr = c_addr
-        for k in range(pl):
-            nxt = Signal.like(caddr, name=f"caddr_d{k}")
-            m.d.sync += nxt.eq(caddr)
-            caddr = nxt
-        m.d.comb += mems["c"].addr.eq(caddr)
-
-        levels, done = self._datapath(m, mems, issue, first, last, j, pl, cw)
-        out_regs = [Signal(self.out_shape, name=f"out{p}") for p in range(pe)]
-        shift = [Signal(simd, name=f"shift{jj}") for jj in range(ka)]
-
-        with m.FSM(name="ctrl"):
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    full = (pos == simd - 1) | (n == i_n - 1)
-                    for jj, (wr, _) in enumerate(mems["planes"]):
-                        word = Signal(simd, name=f"word{jj}")
-                        m.d.comb += [word.eq(shift[jj] | (mems["code"].data[jj] << pos)),
-                                     wr.addr.eq(c), wr.data.eq(word), wr.en.eq(full)]
-                        m.d.sync += shift[jj].eq(Mux(full, 0, word))
-                    with m.If(full):
-                        m.d.sync += [pos.eq(0), c.eq(c + 1)]
-                    with m.Else():
-                        m.d.sync += pos.eq(pos + 1)
-                    with m.If(n == i_n - 1):
-                        m.d.sync += [n.eq(0), g.eq(0), i.eq(0), j.eq(0), c.eq(0), w_base.eq(0), c_addr.eq(0)]
-                        m.next = "COMPUTE"
-                    with m.Else():
-                        m.d.sync += n.eq(n + 1)
-            with m.State("COMPUTE"):
-                m.d.comb += [issue.eq(1), first.eq((i == 0) & (j == 0) & (c == 0)),
-                             last.eq((i == kw - 1) & (j == ka - 1) & (c == chunks - 1))]
-                with m.If(c == chunks - 1):
-                    m.d.sync += [c.eq(0), c_addr.eq(c_addr + 1)]
-                    with m.If(j == ka - 1):
-                        m.d.sync += [j.eq(0), w_base.eq(w_base + chunks)]
-                        with m.If(i == kw - 1):
-                            m.d.sync += i.eq(0)
-                            m.next = "DRAIN"
-                        with m.Else():
-                            m.d.sync += i.eq(i + 1)
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                with m.Else():
-                    m.d.sync += c.eq(c + 1)
-            with m.State("DRAIN"):
-                with m.If(done):
-                    m.next = "THRESH"
-            with m.State("THRESH"):
-                m.d.sync += lane.eq(0)
-                m.d.sync += [out_regs[p].eq(levels[p]) for p in range(pe)]
-                m.next = "EMIT"
-            with m.State("EMIT"):
-                last_lane = Signal(range(max(pe, 2)))
-                m.d.comb += last_lane.eq(Mux(g == groups - 1, o_n - (groups - 1) * pe - 1, pe - 1))
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(Array(out_regs)[lane])]
-                with m.If(self.o.ready):
-                    with m.If(lane == last_lane):
-                        with m.If(g == groups - 1):
-                            m.next = "LOAD"
-                        with m.Else():
-                            m.d.sync += g.eq(g + 1)
-                            m.next = "COMPUTE"
-                    with m.Else():
-                        m.d.sync += lane.eq(lane + 1)
+        geo = self.geometry
+        full_set, full_clr = Signal(2), Signal(2)          # input banks
+        full = Signal(2)
+        m.d.sync += full.eq((full | full_set) & ~full_clr)
+        # a sum buffer is busy from compute's first issue into it and full from its last write,
+        # both until the finalizer has read it
+        sums_set, sums_clr, sums_claim = Signal(SUM_BUFFERS), Signal(SUM_BUFFERS), Signal(SUM_BUFFERS)
+        sums_full, sums_busy = Signal(SUM_BUFFERS), Signal(SUM_BUFFERS)
+        m.d.sync += [sums_full.eq((sums_full | sums_set) & ~sums_clr),
+                     sums_busy.eq((sums_busy | sums_claim) & ~sums_clr)]
+        planes = [_mem(m, f"plane{j}", unsigned(geo.simd), [0] * (2 * geo.chunks))
+                  for j in range(self.layer.in_bits)]
+        sums = _mem(m, "sums", unsigned(geo.pe * geo.sum_width), [0] * (SUM_BUFFERS * self.layer.weight_bits))
+        v_bank = [Signal(signed(geo.value_width), name=f"v_bank{b}") for b in range(2)]
+        v_buf = [Signal(signed(geo.value_width), name=f"v_buf{b}") for b in range(SUM_BUFFERS)]
+        self._loader(m, planes, full, full_set, v_bank)
+        self._compute(m, planes, full, full_clr, sums, sums_busy, sums_claim, sums_set, v_bank, v_buf)
+        self._finalizer(m, sums, sums_full, sums_clr, v_buf)
         return m
 
-    def _memories(self, m, cw):
-        """Code ROM, input plane buffers, weights, coefficients, bias and thresholds."""
-        layer, (_, _, pe, simd, chunks, groups) = self.layer, self._geometry()
-        kw, ka, acc_bits = layer.weight_bits, layer.in_bits, layer.acc_bits
-        # Depths are at least 2: a 1-deep memory gets a 0-bit address, which Verilog cannot spell.
-        m.submodules.in_code = rom = Memory(shape=unsigned(ka), depth=max(2, layer.in_levels),
-                                            init=[int(x) for x in layer.in_code])
-        mems = {"code": rom.read_port(domain="comb"), "planes": []}
-        for jj in range(ka):
-            plane = Memory(shape=unsigned(simd), depth=max(2, chunks), init=[])
-            m.submodules[f"plane{jj}"] = plane
-            mems["planes"].append((plane.write_port(), plane.read_port()))
-        images = {"w": (unsigned(pe * simd), self.weight_image()),
-                  "c": (unsigned(pe * cw), self.coef_image()),
-                  "b": (unsigned(pe * acc_bits), self.lane_image(layer.bias, acc_bits))}
+    # --- loader --------------------------------------------------------------------------
+
+    def _loader(self, m, planes, full, full_set, v_bank):
+        geo, layer, lanes = self.geometry, self.layer, self.folding.in_lanes
+        ka, slots = layer.in_bits, geo.simd // lanes
+        # The input beat is registered first: the producer's FIFO output is combinational.
+        held_beat, held_valid, take = Signal.like(self.i.payload), Signal(), Signal()
+        wb = Signal()                                       # bank being written
+        m.d.comb += [take.eq(held_valid & ~full.bit_select(wb, 1)), self.i.ready.eq(~held_valid | take)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [held_beat.eq(self.i.payload), held_valid.eq(1)]
+        with m.Elif(take):
+            m.d.sync += held_valid.eq(0)
+        rom = _mem(m, "in_code", unsigned(ka), [int(c) for c in layer.in_code])
+        codes = []
+        for lane in range(lanes):
+            port = rom.read_port(domain="comb")
+            m.d.comb += port.addr.eq(held_beat[lane * geo.in_width:(lane + 1) * geo.in_width])
+            codes.append(port.data)
+        beat = Signal(range(max(2, self.schedule.in_beats)))
+        slot = Signal(range(max(2, slots)))                 # beat position within its SIMD chunk
+        chunk = Signal(range(max(2, geo.chunks)))
+        last_beat = beat == self.schedule.in_beats - 1
+        tail = geo.in_features - (self.schedule.in_beats - 1) * lanes   # lanes used by the last beat
+        valid = [C(1) if lane < tail else ~last_beat for lane in range(lanes)]
+        chunk_end = (slot == slots - 1) | last_beat
+        for j, mem in enumerate(planes):
+            held = Signal(geo.simd, name=f"held{j}")
+            placed = Cat(*[Mux(slot == k, codes[lane][j] & valid[lane], 0)
+                           for k in range(slots) for lane in range(lanes)])
+            port = mem.write_port()
+            m.d.comb += [port.addr.eq(Mux(wb, geo.chunks, 0) + chunk), port.data.eq(held | placed),
+                         port.en.eq(take & chunk_end)]
+            with m.If(take):
+                m.d.sync += held.eq(Mux(chunk_end, 0, held | placed))
+        with m.If(take):
+            m.d.sync += [slot.eq(Mux(chunk_end, 0, slot + 1)), chunk.eq(Mux(chunk_end, chunk + 1, chunk)),
+                         beat.eq(beat + 1)]
+            with m.If(last_beat):
+                m.d.sync += [wb.eq(~wb), beat.eq(0), chunk.eq(0)]
+                m.d.comb += full_set.eq(Mux(wb, 0b10, 0b01))
+        if self.pm1:
+            self._value_sum(m, held_beat, take, last_beat, valid, wb, v_bank)
+
+    def _value_sum(self, m, beat_word, take, last_beat, valid, wb, v_bank):
+        """``V = Σ_n value_in[x_n]`` of the vector being loaded, into ``v_bank[wb]`` at its end."""
+        geo, lanes = self.geometry, self.folding.in_lanes
+        rom = _mem(m, "in_value", signed(geo.value_width), [int(v) for v in input_values(self.layer)])
+        beat_sum = 0
+        for lane in range(lanes):
+            port = rom.read_port(domain="comb")
+            m.d.comb += port.addr.eq(beat_word[lane * geo.in_width:(lane + 1) * geo.in_width])
+            beat_sum = beat_sum + Mux(valid[lane], port.data, 0)
+        running = Signal(signed(geo.value_width))
+        total = Signal(signed(geo.value_width))
+        m.d.comb += total.eq(running + beat_sum)
+        with m.If(take):
+            m.d.sync += running.eq(Mux(last_beat, 0, total))
+            with m.If(last_beat):
+                for b in range(2):
+                    with m.If(wb == b):
+                        m.d.sync += v_bank[b].eq(total)
+
+    # --- compute -------------------------------------------------------------------------
+
+    def _compute(self, m, planes, full, full_clr, sums, sums_busy, sums_claim, sums_set, v_bank, v_buf):
+        geo, layer = self.geometry, self.layer
+        words = weight_image(layer, geo)
+        weights = _mem(m, "weights", unsigned(geo.pe * geo.simd), words)
+        w_rd = weights.read_port()
+        a_rd = [mem.read_port() for mem in planes]
+        rb = Signal()                                   # bank being read
+        g = Signal(range(max(2, geo.groups)))
+        plane = Signal(range(max(2, layer.weight_bits)))  # count of the group's planes issued
+        chunk = Signal(range(max(2, geo.chunks)))
+        wb = Signal(range(SUM_BUFFERS))                 # sum buffer of the group being issued
+        w_base = Signal(range(max(2, len(words))))      # weight word of (g, plane, chunk 0)
+        v_cur = Signal(signed(geo.value_width))
+        last_plane = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
+        starting = (plane == 0) & (chunk == 0)
+        ready = ((g != 0) | full.bit_select(rb, 1)) & ~sums_busy.bit_select(wb, 1)
+        issue = Signal()
+        m.d.comb += [issue.eq(~starting | ready), w_rd.addr.eq(w_base + chunk)]
+        for port in a_rd:
+            m.d.comb += port.addr.eq(Mux(rb, geo.chunks, 0) + chunk)
+        end_chunks, end_group = chunk == geo.chunks - 1, (chunk == geo.chunks - 1) & (plane == last_plane)
+        end_vector = end_group & (g == geo.groups - 1)
+        with m.If(issue):
+            m.d.sync += chunk.eq(Mux(end_chunks, 0, chunk + 1))
+            with m.If(starting):   # claim the sum buffer; the group's V rides with it
+                m.d.comb += sums_claim.eq(C(1, SUM_BUFFERS) << wb)
+                for b in range(SUM_BUFFERS):
+                    with m.If(wb == b):
+                        m.d.sync += v_buf[b].eq(Mux(g == 0, Array(v_bank)[rb], v_cur))
+                with m.If(g == 0):
+                    m.d.sync += v_cur.eq(Array(v_bank)[rb])
+            with m.If(end_chunks):
+                m.d.sync += [plane.eq(plane + 1), w_base.eq(w_base + geo.chunks)]
+            with m.If(end_group):
+                m.d.sync += [plane.eq(0), wb.eq(Mux(wb == SUM_BUFFERS - 1, 0, wb + 1)), g.eq(g + 1)]
+            with m.If(end_vector):
+                m.d.sync += [g.eq(0), rb.eq(~rb), w_base.eq(0)]
+                m.d.comb += full_clr.eq(Mux(rb, 0b10, 0b01))
+        flags = Cat(issue, chunk == 0, end_chunks, end_group, plane, wb)
+        self._compute_datapath(m, w_rd, a_rd, flags, sums, sums_set)
+
+    def _compute_datapath(self, m, w_rd, a_rd, flags, sums, sums_set):
+        geo, layer = self.geometry, self.layer
+        terms = plane_sum_terms(layer.in_coef)
+        # memory output register (block RAM OUTREG), then AND and popcount
+        w_word = Signal(geo.pe * geo.simd)
+        a_words = [Signal(geo.simd, name=f"a_word{j}") for j in range(layer.in_bits)]
+        m.d.sync += [w_word.eq(w_rd.data)] + [a.eq(p.data) for a, p in zip(a_words, a_rd)]
+        lane_sums = []
+        for p in range(geo.pe):
+            counts = []
+            for j in range(layer.in_bits):
+                unit = Popcount(geo.simd)
+                m.submodules[f"pc{p}_{j}"] = unit
+                m.d.comb += unit.i.eq(w_word[p * geo.simd:(p + 1) * geo.simd] & a_words[j])
+                counts.append(unit.o)
+            addends = [(counts[j] << shift) if sign > 0 else -(counts[j] << shift) if sign < 0 else C(0)
+                       for j, shift, sign in terms]
+            lane_sums.append(pipelined_sum(m, addends, geo.sum_width, f"psum{p}"))
+        # the sums land (are written) sum_delay - 1 cycles after their issue
+        flags_d = self._delay(m, flags, geo.sum_delay - 1, "cflags")
+        valid, first, last_chunk, end_group = flags_d[0], flags_d[1], flags_d[2], flags_d[3]
+        slot = flags_d[4:4 + len(Signal(range(max(2, layer.weight_bits))))]
+        buf = flags_d[4 + len(slot):]
+        port = sums.write_port()
+        totals = []
+        for p, lane_sum in enumerate(lane_sums):
+            acc = Signal(signed(geo.sum_width), name=f"rsum{p}")
+            total = Signal(signed(geo.sum_width), name=f"rtotal{p}")
+            m.d.comb += total.eq(Mux(first, 0, acc) + lane_sum)
+            with m.If(valid):
+                m.d.sync += acc.eq(total)
+            totals.append(total.as_unsigned())
+        m.d.comb += [port.addr.eq(buf * layer.weight_bits + slot), port.data.eq(Cat(*totals)),
+                     port.en.eq(valid & last_chunk)]
+        with m.If(valid & end_group):
+            m.d.comb += sums_set.eq(C(1, SUM_BUFFERS) << buf)
+
+    @staticmethod
+    def _delay(m, value, cycles, name):
+        for k in range(cycles):
+            reg = Signal(len(value), name=f"{name}_d{k}")
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+
+    # --- finalizer -----------------------------------------------------------------------
+
+    def _finalizer(self, m, sums, sums_full, sums_clr, v_buf):
+        geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
+        coefs = coef_image(layer, geo)
+        c_rd = _mem(m, "coefs", unsigned(units * geo.coef_width), coefs).read_port()
+        s_rd = sums.read_port()
+        fifo = SyncFIFO(width=units * self.field, depth=self.schedule.fifo_depth)
+        m.submodules.fifo = fifo
+        m.d.comb += [self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready)]
+        rb = Signal(range(SUM_BUFFERS))
+        g = Signal(range(max(2, geo.groups)))
+        block = Signal(range(max(2, max(geo.blocks))))
+        step = Signal(range(max(2, layer.weight_bits)))
+        c_addr = Signal(range(max(2, len(coefs))))
+        b_addr = Signal(range(max(2, sum(geo.blocks))))
+        pending = Signal(range(self.schedule.fifo_depth + 1))
+        last_step = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
+        last_block = Array([C(b - 1, range(max(2, max(geo.blocks)))) for b in geo.blocks])[g]
+        starting = step == 0
+        room = fifo.level + pending < self.schedule.fifo_depth
+        go = Signal()
+        m.d.comb += [go.eq(~starting | (sums_full.bit_select(rb, 1) & room)),
+                     s_rd.addr.eq(rb * layer.weight_bits + step), c_rd.addr.eq(c_addr)]
+        end_block = step == last_step
+        with m.If(go):
+            m.d.sync += [c_addr.eq(c_addr + 1), step.eq(step + 1)]
+            with m.If(end_block):
+                m.d.sync += [step.eq(0), block.eq(block + 1), b_addr.eq(b_addr + 1)]
+                with m.If(block == last_block):
+                    m.d.sync += [block.eq(0), rb.eq(Mux(rb == SUM_BUFFERS - 1, 0, rb + 1)), g.eq(g + 1)]
+                    m.d.comb += sums_clr.eq(C(1, SUM_BUFFERS) << rb)
+                    with m.If(g == geo.groups - 1):
+                        m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
+        wrote = self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
+                                     Array(v_buf)[rb], len(block))
+        m.d.sync += pending.eq(pending + (go & starting) - wrote)
+
+    def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
+        geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
+        acc_bits, field = layer.acc_bits, self.field
+        # Every memory's data is registered before any logic reads it (block RAM OUTREG):
+        # a DP16KD's clock-to-out alone is most of a 150 MHz cycle.
+        f = [flags] + [None] * 7
+        for k in range(1, 8):
+            f[k] = self._delay(m, f[k - 1], 1, f"f{k}")
+        block_of = lambda k: f[k][3:3 + block_bits]      # noqa: E731 (field views of the flags)
+        addr_of = lambda k: f[k][3 + block_bits:]       # noqa: E731
+        # u+2: sums word and coefficients registered; V of this group follows
+        s_word = Signal(geo.pe * geo.sum_width)
+        w2 = [Signal(signed(geo.coef_width), name=f"w2_{u}") for u in range(units)]
+        v = [Signal(signed(geo.value_width), name=f"v{k}") for k in range(1, 4)]
+        m.d.sync += [s_word.eq(s_rd.data), v[0].eq(v_now), v[1].eq(v[0]), v[2].eq(v[1])]
+        m.d.sync += [w2[u].eq(c_rd.data[u * geo.coef_width:(u + 1) * geo.coef_width].as_signed())
+                     for u in range(units)]
+        # u+3: each unit's lane of the block
+        lanes = [s_word[p * geo.sum_width:(p + 1) * geo.sum_width].as_signed() for p in range(geo.pe)]
+        r3 = [Signal(signed(geo.sum_width), name=f"r3_{u}") for u in range(units)]
+        w3 = [Signal(signed(geo.coef_width), name=f"w3_{u}") for u in range(units)]
+        m.d.sync += [r3[u].eq(Array(lanes[u::units])[block_of(2)]) for u in range(units)]
+        m.d.sync += [w3[u].eq(w2[u]) for u in range(units)]
+        # u+4: the term 2·R − V ('pm1') or R
+        t4 = [Signal(signed(geo.term_width), name=f"t4_{u}") for u in range(units)]
+        w4 = [Signal(signed(geo.coef_width), name=f"w4_{u}") for u in range(units)]
+        m.d.sync += [t4[u].eq(2 * r3[u] - v[2] if self.pm1 else r3[u]) for u in range(units)]
+        m.d.sync += [w4[u].eq(w3[u]) for u in range(units)]
+        # u+5: the product (the engine's only multiplier, wrapping modulo 2**acc_bits); bias
+        prod = [Signal(signed(acc_bits), name=f"prod{u}") for u in range(units)]
+        m.d.sync += [prod[u].eq(w4[u] * t4[u]) for u in range(units)]
+        bias_rd = _mem(m, "bias", unsigned(units * acc_bits), block_image(layer.bias, geo, acc_bits)).read_port()
+        bias = Signal(units * acc_bits)
+        m.d.comb += bias_rd.addr.eq(addr_of(3))
+        m.d.sync += bias.eq(bias_rd.data)
+        # u+6: accumulated, starting from the bias at a block's first step
+        accs = [Signal(signed(acc_bits), name=f"acc{u}") for u in range(units)]
+        with m.If(f[5][0]):
+            for u in range(units):
+                m.d.sync += accs[u].eq(Mux(f[5][1], bias[u * acc_bits:(u + 1) * acc_bits].as_signed(), accs[u])
+                                       + prod[u])
+        fields = accs
         if layer.output == "threshold":
             n_thr = layer.out_levels - 1
-            images["t"] = (unsigned(pe * n_thr * acc_bits), self.lane_image(layer.thresholds, acc_bits))
-        names = {"w": "weights", "c": "coefs", "b": "bias", "t": "thresholds"}
-        for key, (shape, init) in images.items():
-            mem = Memory(shape=shape, depth=max(2, len(init)), init=init)
-            m.submodules[names[key]] = mem
-            mems[key] = mem.read_port()
-        return mems
-
-    def _datapath(self, m, mems, issue, first, last, j, pl, cw):
-        """AND → popcount → coefficient product → accumulate → thresholds; returns (levels, done)."""
-        layer, (_, _, pe, simd, _, _) = self.layer, self._geometry()
-        acc_bits = layer.acc_bits
-        # stage 1: memory data is valid; the flags follow the data
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        j1 = Signal.like(j)
-        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last), j1.eq(j)]
-        a_word = Signal(simd)
-        m.d.comb += a_word.eq(Array([rd.data for _, rd in mems["planes"]])[j1])
-        m.submodules.pc_s = s_unit = Popcount(simd)
-        m.d.comb += s_unit.i.eq(a_word)
-        counts = []
-        for p in range(pe):
-            unit = Popcount(simd)
-            m.submodules[f"pc{p}"] = unit
-            m.d.comb += unit.i.eq(mems["w"].data[p * simd:(p + 1) * simd] & a_word)
-            counts.append(unit.o)
-        vd, fd, ld = v1, f1, l1
-        for k in range(pl):
-            vn, fn, ln = Signal(name=f"v_d{k}"), Signal(name=f"f_d{k}"), Signal(name=f"l_d{k}")
-            m.d.sync += [vn.eq(vd), fn.eq(fd), ln.eq(ld)]
-            vd, fd, ld = vn, fn, ln
-        # stage 2: term = 2·P − S ('pm1') or P ('bin'), registered
-        vt, ft, lt = Signal(), Signal(), Signal()
-        m.d.sync += [vt.eq(vd), ft.eq(fd), lt.eq(ld)]
-        count_shape = signed(simd.bit_length() + 2)
-        s_signed = Signal(count_shape)
-        m.d.comb += s_signed.eq(s_unit.o)
-        terms = []
-        for p in range(pe):
-            term = Signal(count_shape, name=f"term{p}")
-            if layer.weight_encoding == "pm1":
-                m.d.sync += term.eq(counts[p] * 2 - s_signed)
-            else:
-                m.d.sync += term.eq(counts[p])
-            terms.append(term)
-        coef_word = Signal(pe * cw)
-        m.d.sync += coef_word.eq(mems["c"].data)
-        # stage 3: product = Wc·Ac · term, registered (wraps modulo 2**acc_bits, exactly)
-        v2, f2, l2 = Signal(), Signal(), Signal()
-        m.d.sync += [v2.eq(vt), f2.eq(ft), l2.eq(lt)]
-        prods = []
-        for p in range(pe):
-            coef = coef_word[p * cw:(p + 1) * cw].as_signed()
-            prod = Signal(signed(acc_bits), name=f"prod{p}")
-            m.d.sync += prod.eq(coef * terms[p])
-            prods.append(prod)
-        # stage 4: accumulate; `done` is high while the last product is being added
-        accs = [Signal(signed(acc_bits), name=f"acc{p}") for p in range(pe)]
-        for p in range(pe):
-            bias = mems["b"].data[p * acc_bits:(p + 1) * acc_bits].as_signed()
-            with m.If(v2):
-                m.d.sync += accs[p].eq(Mux(f2, bias, accs[p]) + prods[p])
-        done = Signal()
-        m.d.comb += done.eq(v2 & l2)
-        if "t" not in mems:
-            return accs, done
-        n_thr = layer.out_levels - 1
-        levels = []
-        for p in range(pe):
-            hits = [accs[p] >= mems["t"].data[(p * n_thr + k) * acc_bits:(p * n_thr + k + 1) * acc_bits].as_signed()
-                    for k in range(n_thr)]
-            level = Signal(range(n_thr + 1), name=f"level{p}")
-            m.d.comb += level.eq(sum(hits))
-            levels.append(level)
-        return levels, done
+            thr_rd = _mem(m, "thresholds", unsigned(units * n_thr * acc_bits),
+                          block_image(layer.thresholds, geo, acc_bits)).read_port()
+            thr = Signal(units * n_thr * acc_bits)
+            m.d.comb += thr_rd.addr.eq(addr_of(4))
+            m.d.sync += thr.eq(thr_rd.data)
+            fields = []
+            for u in range(units):
+                hits = [accs[u] >= thr[(u * n_thr + k) * acc_bits:(u * n_thr + k + 1) * acc_bits].as_signed()
+                        for k in range(n_thr)]
+                level = Signal(field, name=f"level{u}")
+                m.d.comb += level.eq(sum(hits))
+                fields.append(level)
+        # u+7: the beat, registered; written into the FIFO (visible at u+8)
+        beat, write = Signal(units * field), Signal()
+        m.d.sync += [beat.eq(Cat(*[fld.as_unsigned()[:field] for fld in fields])), write.eq(f[6][0] & f[6][2])]
+        m.d.comb += [fifo.w_data.eq(beat), fifo.w_en.eq(write)]
+        return write

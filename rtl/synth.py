@@ -11,11 +11,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export.atomic import atomic_write_bytes
+from lqir import atomic_write_bytes
 
 from .toolchain import ToolchainError
+from .verilog import TOP_NAME
 
-__all__ = ["DEVICES", "SynthReport", "synthesize", "find_tool", "figure_rows"]
+__all__ = ["DEVICES", "SynthReport", "synthesize", "efficiency", "find_tool", "figure_rows"]
 
 # nextpnr-ecp5 device flag → a package that exists for it
 DEVICES = {"25k": "CABGA256", "45k": "CABGA256", "85k": "CABGA381"}
@@ -67,8 +68,12 @@ def _count(stat, cell):
     return int(found.group(1)) if found else 0
 
 
-def synthesize(verilog, out_dir, top="lqflow_top", device="25k", target_mhz=100.0, seed=1):
-    """Synthesize and place-and-route ``verilog`` out of context; writes ``synth.json``."""
+def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, seed=1, description=None):
+    """Synthesize and place-and-route ``verilog`` out of context; writes ``synth.json``.
+
+    With ``description`` (what :func:`rtl.verilog.write_network` returns), ``synth.json``
+    also holds the throughput and efficiency figures of :func:`efficiency`.
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     out_dir = Path(out_dir).resolve()
@@ -99,21 +104,37 @@ def synthesize(verilog, out_dir, top="lqflow_top", device="25k", target_mhz=100.
         lutram=_count(stat, "TRELLIS_DPR16X4"), pnr_lut4=int(total_luts.group(1)) if total_luts else 0,
         fmax_mhz=round(min(c["achieved"] for c in fmax.values()), 2), target_mhz=target_mhz,
         yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
-    atomic_write_bytes(out_dir / "synth.json", json.dumps(asdict(report), indent=2).encode())
+    figures = asdict(report) | (efficiency(report, description) if description else {})
+    atomic_write_bytes(out_dir / "synth.json", json.dumps(figures, indent=2).encode())
     return report
+
+
+def efficiency(report, info):
+    """Throughput and efficiency of a placed design: inferences/s and latency at Fmax, and
+    binary MACs (one weight plane × one input plane, per input) per placed LUT4 per cycle."""
+    ii, latency = info["initiation_interval_cycles"], info["latency_cycles"]
+    rate, micros = report.throughput(ii, latency)
+    macs = info["binary_macs_per_inference"]
+    return {"inferences_per_s": round(rate), "latency_us": round(micros, 3), "binary_macs_per_inference": macs,
+            "macs_per_lut_cycle": round(macs * rate / (report.pnr_lut4 * report.fmax_mhz * 1e6), 4)
+            if report.pnr_lut4 else None}
 
 
 def figure_rows(report, info):
     """(figure, value) rows: the report with the folding, cycles and throughput of ``info``
     (the description :func:`rtl.verilog.write_network` writes)."""
     ii, latency = info["initiation_interval_cycles"], info["latency_cycles"]
-    rate, micros = report.throughput(ii, latency)
-    folding = ", ".join(f"{layer['name']} {layer['pe']}×{layer['simd']}" for layer in info["layers"])
+    eff = efficiency(report, info)
+    rate, micros = eff["inferences_per_s"], eff["latency_us"]
+    folding = ", ".join(f"{layer['name']} {layer['pe']}×{layer['simd']}/{layer['out_lanes']}"
+                        for layer in info["layers"])
     return [
-        ("device", report.device), ("folding (PE×SIMD)", folding),
+        ("device", report.device), ("folding (PE×SIMD/lanes)", folding),
         ("LUT4 (synthesis)", f"{report.lut4:,} + {report.ccu2c:,} CCU2C carry"),
         ("LUT4 (placed)", f"{report.pnr_lut4:,}"), ("FF", f"{report.ff:,}"),
         ("block RAM (DP16KD)", report.bram), ("LUT RAM (DPR16X4)", report.lutram), ("DSP (MULT18X18D)", report.dsp),
         ("Fmax", f"{report.fmax_mhz:.1f} MHz"), ("initiation interval", f"{ii} cycles"),
         ("latency", f"{latency} cycles = {micros:.2f} µs"), ("throughput", f"{rate:,.0f} inferences/s"),
+        ("binary MACs / LUT4 / cycle", f"{eff['macs_per_lut_cycle']:.3f}"
+         f" ({eff['binary_macs_per_inference']:,} binary MACs per inference)"),
     ]

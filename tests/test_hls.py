@@ -1,16 +1,56 @@
-"""hls4ml C simulation == hwsim, integer for integer; explicit precisions; clear errors."""
+"""hls4ml C simulation == hwsim, integer for integer; explicit precisions; clear errors.
+
+The plan's integer arithmetic is also checked without hls4ml (``run_plan`` of
+``tests/test_ties.py``, numpy) on many random models: affine inputs with ``v0 != 0`` and slope != 1 (the fold into the
+first layer), non-affine inputs (the expansion) and thresholds the inputs reach (ties).
+"""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from export.cli import main
+from lqflow.cli import main
 from export.hls import ExpressError, build_hls_model, hls_cosim, plan_hls
-from export import ir
+import lqir as ir
 from export.lower import lower
-from export.random_model import random_conv_model, random_dense_model
+from lqir.random_models import random_conv_model, random_dense_model
 from hwsim import Simulator
+from tests.test_ties import run_plan
+
+
+def _folded(plan):
+    """True if the network input went straight into the first Dense (the affine fold)."""
+    return plan[1].kind == "dense" and plan[1].name != "x_select"
+
+
+@pytest.mark.parametrize("offset, slope", [(0, 3), (2, 1), (-3, 5), (4, 7), (-1, 1)])
+def test_plan_folds_affine_inputs_exactly(offset, slope):
+    """value = v0 + slope·k with v0 = slope·offset: the fold needs both v0·Σw and the slope."""
+    rng = np.random.default_rng(100 + 10 * offset + slope)
+    x = rng.integers(0, 6, size=(40, 7))
+    model = random_dense_model(rng, [7, 5, 3], 2, 2, in_levels=6, inputs=x, in_affine=(offset, slope))
+    values = ir.input_values(model.layers[0])
+    np.testing.assert_array_equal(values, slope * (offset + np.arange(6)))
+    plan = plan_hls(model)
+    assert _folded(plan)
+    np.testing.assert_array_equal(run_plan(plan, x), Simulator(model).run(x))
+
+
+@given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 4), abits=st.integers(1, 3),
+       sizes=st.lists(st.integers(1, 9), min_size=2, max_size=4), levels=st.integers(2, 17),
+       inputs=st.sampled_from(["random", "affine", "index"]))
+def test_plan_equals_hwsim(seed, wbits, abits, sizes, levels, inputs):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, levels, size=(20, sizes[0]))
+    in_affine = {"random": None, "affine": "random", "index": (0, 1)}[inputs]
+    model = random_dense_model(rng, sizes, wbits, abits, in_levels=levels, inputs=x, in_affine=in_affine)
+    plan = plan_hls(model)
+    if inputs != "random":
+        assert _folded(plan)
+    np.testing.assert_array_equal(run_plan(plan, x), Simulator(model).run(x))
 
 
 def test_digits_model(tmp_path, trained_mlp, digits):
@@ -21,16 +61,19 @@ def test_digits_model(tmp_path, trained_mlp, digits):
     assert res.mismatches == []
 
 
-@pytest.mark.parametrize("seed, wbits, abits, sizes", [
-    (1, 1, 1, [9, 5, 3]),
-    (2, 3, 2, [13, 7, 6, 4]),
-    (3, 4, 3, [5, 11, 2]),
+@pytest.mark.parametrize("seed, wbits, abits, sizes, in_affine", [
+    (1, 1, 1, [9, 5, 3], None),          # random in_code: non-affine inputs, expanded
+    (2, 3, 2, [13, 7, 6, 4], (-3, 5)),   # affine, v0 = -15, slope 5: folded
+    (3, 4, 3, [5, 11, 2], (2, 3)),       # affine, v0 = 6, slope 3: folded
 ])
-def test_random_models(tmp_path, seed, wbits, abits, sizes):
+def test_random_models(tmp_path, seed, wbits, abits, sizes, in_affine):
     rng = np.random.default_rng(seed)
-    model = random_dense_model(rng, sizes, wbits, abits)   # random in_code: non-affine inputs too
-    x = rng.integers(0, model.input.levels, size=(30, sizes[0]))
+    levels = int(rng.integers(3, 17))
+    x = rng.integers(0, levels, size=(30, sizes[0]))
+    # thresholds on accumulators x reaches: ties are in the C simulation's inputs
+    model = random_dense_model(rng, sizes, wbits, abits, in_levels=levels, inputs=x, in_affine=in_affine)
     res = hls_cosim(model, x, tmp_path / "prj")
+    assert _folded(res.plan) == (in_affine is not None)
     np.testing.assert_array_equal(res.outputs, res.reference)
 
 
@@ -47,7 +90,7 @@ def test_every_precision_is_ours(tmp_path, rng):
 
 def test_conv_models_are_refused_by_name(rng):
     model = random_conv_model(rng, (1, 5, 5), 2, 2, 2)
-    with pytest.raises(ExpressError, match=r"layers\[0\] \(conv0\): 'conv2d' is not supported by the hls4ml writer"):
+    with pytest.raises(ExpressError, match=r"layers\[0\] \(conv0\): the hls4ml writer supports dense and flatten layers only, not 'conv2d'"):
         plan_hls(model)
 
 

@@ -1,12 +1,17 @@
-"""hwsim: hand-checked arithmetic, fast mode == bit-plane mode on random models."""
+"""hwsim: hand-checked arithmetic, fast mode == bit-plane mode on random models.
+
+The random models put their thresholds on accumulators the test inputs reach, so both
+modes (and the loop reference) must agree on ties too; hand-computed ties are in
+``tests/test_ties.py``.
+"""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.ir import DenseLayer, FlattenLayer, InputSpec, Model
-from export.random_model import random_conv_model, random_dense_model
+from lqir import DenseLayer, FlattenLayer, InputSpec, Model
+from lqir.random_models import random_conv_model, random_dense_model
 from hwsim import Simulator, accuracy, predict
 from hwsim.bitplane import pack_bits
 
@@ -65,19 +70,21 @@ def _reference_dense(layer, x):
 
 
 def test_loops_reference_equals_hwsim_layer_by_layer(rng):
-    model = random_dense_model(rng, [9, 6, 4], weight_bits=3, act_bits=2, in_levels=5)
     x = rng.integers(0, 5, size=(8, 9))
+    model = random_dense_model(rng, [9, 6, 4], weight_bits=3, act_bits=2, in_levels=5, inputs=x)
     y, trace = Simulator(model).run(x, trace=True)
     np.testing.assert_array_equal(trace.out["fc0"], _reference_dense(model.layers[0], x))
     np.testing.assert_array_equal(y, _reference_dense(model.layers[1], trace.out["fc0"]))
 
 
 @given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 8), abits=st.integers(1, 8),
-       sizes=st.lists(st.integers(1, 130), min_size=2, max_size=4))
-def test_fast_equals_bitplane_dense(seed, wbits, abits, sizes):
+       sizes=st.lists(st.integers(1, 130), min_size=2, max_size=4), affine=st.booleans())
+def test_fast_equals_bitplane_dense(seed, wbits, abits, sizes, affine):
     rng = np.random.default_rng(seed)
-    model = random_dense_model(rng, sizes, wbits, abits)
-    x = rng.integers(0, model.input.levels, size=(17, sizes[0]))
+    levels = int(rng.integers(2, 17))
+    x = rng.integers(0, levels, size=(17, sizes[0]))
+    model = random_dense_model(rng, sizes, wbits, abits, in_levels=levels, inputs=x,
+                               in_affine="random" if affine else None)
     sim = Simulator(model)
     fast, tf = sim.run(x, mode="fast", trace=True)
     planes, tp = sim.run(x, mode="bitplane", trace=True)
@@ -92,8 +99,8 @@ def test_fast_equals_bitplane_dense(seed, wbits, abits, sizes):
        c=st.integers(1, 3), h=st.integers(3, 9), w=st.integers(3, 9), ch=st.integers(1, 6))
 def test_fast_equals_bitplane_conv(seed, wbits, abits, c, h, w, ch):
     rng = np.random.default_rng(seed)
-    model = random_conv_model(rng, (c, h, w), ch, wbits, abits)
-    x = rng.integers(0, model.input.levels, size=(5, c, h, w))
+    x = rng.integers(0, 5, size=(5, c, h, w))
+    model = random_conv_model(rng, (c, h, w), ch, wbits, abits, in_levels=5, inputs=x)
     sim = Simulator(model)
     fast, tf = sim.run(x, mode="fast", trace=True)
     planes, tp = sim.run(x, mode="bitplane", trace=True)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.ir import Conv2dLayer, DenseLayer, InputSpec, Model
-from export.random_model import random_conv_model, random_dense_model, random_mac_layer
+from lqir import Conv2dLayer, DenseLayer, InputSpec, Model
+from lqir.random_models import random_conv_model, random_dense_model, random_mac_layer
 from hwsim import Simulator
 
 

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.lower import (LoweringError, clamp_thresholds, fit_acc_bits, integerize_bases, lower,
+from lqir import clamp_thresholds, fit_acc_bits
+from export.lower import (LoweringError, integerize_bases, lower,
                           read_network)
-from export.random_model import random_conv_model, random_dense_model
+from lqir.random_models import random_conv_model, random_dense_model
 from hwsim import Simulator, predict
 from models.layers import QuantConfig
 from models.nets import NetConfig, QuantNet
@@ -94,6 +95,75 @@ def test_negative_batchnorm_slope_negates_the_channel(trained_mlp, digits):
     assert np.mean(hw == torch_predict(net, digits.x_test)) >= 0.99
 
 
+def _hand_net():
+    """A 3 → 2 → 2 LQ MLP with every quantizer basis, weight and BN statistic set by hand.
+
+    All values are binary fractions, so float32 holds them exactly; the expected integers
+    of :func:`test_lowering_by_hand` are worked out from them in its comments.
+    """
+    cfg = NetConfig("mlp", (1, 1, 3), 4, 2, (2,), QuantConfig("lq", 2, 2), in_mean=1.0, in_std=2.0)
+    net = QuantNet(cfg)
+    hidden, last = net.blocks[1], net.blocks[2]
+    with torch.no_grad():
+        hidden.linear.weight_quant.basis.copy_(torch.tensor([[0.5, 1.0], [1.0, -0.34375]]))
+        hidden.linear.weight.copy_(torch.tensor([[1.5, -0.5, 0.5], [0.65625, -1.34375, 1.34375]]))
+        bn = hidden.bn
+        bn.eps = 0.0
+        bn.weight.copy_(torch.tensor([2.0, -1.0]))
+        bn.bias.copy_(torch.tensor([0.25, 0.5625]))
+        bn.running_mean.copy_(torch.tensor([0.5, 0.0]))
+        bn.running_var.copy_(torch.tensor([1.0, 1.0]))
+        hidden.act.act_quant.basis.copy_(torch.tensor([[0.5, 1.0]]))
+        last.linear.weight_quant.basis.copy_(torch.tensor([[-0.34375, 1.0]]))
+        last.linear.weight.copy_(torch.tensor([[1.34375, -0.65625], [0.65625, -1.34375]]))
+        last.linear.bias.copy_(torch.tensor([0.28125, -0.09375]))
+    return net.eval()
+
+
+def test_lowering_by_hand():
+    """Every integer of one lowered network, computed by hand (coef_bits = 4: top coefficient 4..7).
+
+    fc0 weight bases, per channel; the scale top/q (q = 4..7) with the least squared error wins:
+      [0.5, 1]      → q = 4 is exact: coef [2, 4], scale 1/4 (q = 6 ties; the first wins)
+      [1, -0.34375] → -0.34375·q = -1.375, -1.71875, -2.0625, -2.40625 → errors of -1, -2, -2, -2
+                      over q: 0.0088, 0.0032, 0.0001, 0.0034 → q = 6: coef [6, -2] (floor: -3), scale 1/6
+    pm1 codes (bit i set: +basis_i): weights [1.5, -0.5, 0.5] → codes [3, 1, 2] → w [6, -2, 2];
+      [0.65625, -1.34375, 1.34375] → codes [3, 2, 1] → w [4, -8, 8]
+    input: level k, real value (k - 1)/2: in_coef [1, 2], in_scale 1/2, in_offset -1/2
+    z = c·acc + d with c = scale/2, d = scale·(-1/2)·Σw:  ch0 c = 1/8, d = -3/4;  ch1 c = 1/12, d = -1/3
+    BN (eps 0, var 1): ch0 y = 2z + (0.25 - 2·0.5) → y = acc/4 - 9/4
+                       ch1 y = -z + 0.5625 → y = -acc/12 + 43/48: slope < 0, so the channel is
+                       negated (weight_coef [-6, 2]) and y = acc'/12 + 43/48
+    act levels [0, 0.5, 1, 1.5] → midpoints t = 0.25, 0.75, 1.25; y > t  ⇔  acc >= floor(τ) + 1:
+      ch0 τ = 4t + 9 = 10, 12, 14 → thresholds [11, 13, 15]
+      ch1 τ = 12t - 10.75 = -7.75, -1.75, 4.25 → thresholds [-7, -1, 5]
+    fc1 input: act basis [0.5, 1] → in_coef [2, 4] (q = 4 exact), scale 1/4; codes in level order [0, 1, 2, 3]
+    fc1 weight basis (shared) [-0.34375, 1] → coef [-2, 6] (floor: -3), scale 1/6;
+      weights [[1.34375, -0.65625], [0.65625, -1.34375]] → codes [[2, 0], [3, 1]]
+    logits: c = (1/6)·(1/4) = 1/24, bias_int = rint(24·b): 24·0.28125 = 6.75 → 7 (floor: 6),
+      24·(-0.09375) = -2.25 → -2 (floor: -3); logit_scale 1/24
+    acc_bits: fc0 w [6, -2, 2] and [-4, 8, -8] on values 0..3: [-6, 24] and [-36, 24] → 7 bits;
+      fc1 w [8, -4] + 7 and [4, -8] - 2 on values 0..6: [-17, 55] and [-50, 22] → 7 bits
+    """
+    model = lower(_hand_net(), ["a", "b"], coef_bits=4)
+    assert [layer.op for layer in model.layers] == ["flatten", "dense", "dense"]
+    fc0, fc1 = model.layers[1], model.layers[2]
+    np.testing.assert_array_equal(fc0.weight_code, [[3, 1, 2], [3, 2, 1]])
+    np.testing.assert_array_equal(fc0.weight_coef, [[2, 4], [-6, 2]])
+    np.testing.assert_array_equal(fc0.bias, [0, 0])
+    np.testing.assert_array_equal(fc0.in_code, [0, 1, 2, 3])
+    np.testing.assert_array_equal(fc0.in_coef, [1, 2])
+    np.testing.assert_array_equal(fc0.thresholds, [[11, 13, 15], [-7, -1, 5]])
+    assert (fc0.out_levels, fc0.acc_bits, fc0.weight_encoding) == (4, 7, "pm1")
+    np.testing.assert_array_equal(fc1.weight_code, [[2, 0], [3, 1]])
+    np.testing.assert_array_equal(fc1.weight_coef, [[-2, 6], [-2, 6]])
+    np.testing.assert_array_equal(fc1.bias, [7, -2])
+    np.testing.assert_array_equal(fc1.in_code, [0, 1, 2, 3])
+    np.testing.assert_array_equal(fc1.in_coef, [2, 4])
+    assert fc1.acc_bits == 7
+    assert model.logit_scale == pytest.approx(1 / 24, rel=1e-12)
+
+
 def test_first_layer_input_is_exact(trained_mlp):
     _, qat_net = trained_mlp
     stages = integerize_bases(read_network(qat_net))
@@ -114,7 +184,7 @@ def test_float_model_cannot_be_lowered(digits):
 
 
 def test_uniform_quantizer_lowers(digits):
-    from export.flow import RunConfig, train_models
+    from lqflow.flow import RunConfig, train_models
 
     cfg = RunConfig(quantizer="uniform", widths=(32,), float_epochs=4, qat_epochs=4)
     _, qat_net = train_models(cfg, digits, progress=False)[:2]
@@ -126,7 +196,7 @@ def test_uniform_quantizer_lowers(digits):
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_28x28_inputs_lower_and_agree(arch):
     """mnist5k: 256 input levels (8 input bit planes) and 28×28 images through the whole lowering."""
-    from export.flow import RunConfig, train_models
+    from lqflow.flow import RunConfig, train_models
     from models.data import load_dataset
 
     data = load_dataset("mnist5k", seed=0)

@@ -1,9 +1,11 @@
 """Quantizer math: nearest-level encoding, QEM, straight-through gradients."""
 
+import io
 import itertools
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,7 +75,7 @@ def test_activation_qem_does_not_increase_error(bits):
 
 
 def test_qem_step_solves_the_least_squares_problem():
-    """With momentum removed, one QEM step lands on v* = (BᵀB + εI)⁻¹(Bᵀx + εv)."""
+    """The first step lands on v* = (BᵀB + εI)⁻¹(Bᵀx + εv) itself (zero-debiased average)."""
     torch.manual_seed(0)
     w = torch.randn(1, 40)
     q = LQWeightQuantizer(2, 1, 40)
@@ -82,7 +84,117 @@ def test_qem_step_solves_the_least_squares_problem():
     b = bits[0]
     expected = torch.linalg.solve(b.T @ b + 1e-4 * torch.eye(2), b.T @ w[0] + 1e-4 * v0[0])
     q.train()(w)
-    torch.testing.assert_close(q.basis[0], 0.9 * v0[0] + 0.1 * expected)
+    torch.testing.assert_close(q.basis[0], expected)
+
+
+def test_moving_average_is_zero_debiased():
+    """basis_t = Σ 0.9^(t-s) 0.1 v*_s / (1 − 0.9^t), as TensorFlow's assign_moving_average."""
+    torch.manual_seed(1)
+    q = LQActQuantizer(3).train()
+    solutions = []
+    for _ in range(4):
+        x = torch.relu(torch.randn(500) * 1.5)
+        _, _, bits = q.encode(x)
+        b = bits[0]
+        solutions.append(torch.linalg.solve(b.T @ b, b.T @ x))
+        q(x)
+    t = len(solutions)
+    biased = sum(0.9 ** (t - 1 - s) * 0.1 * v for s, v in enumerate(solutions))
+    torch.testing.assert_close(q.basis[0], biased / (1 - 0.9**t))
+    torch.testing.assert_close(q.biased_basis[0], biased)
+    assert int(q.qem_steps) == t
+
+
+def test_a_bit_plane_never_set_keeps_its_basis():
+    q = LQActQuantizer(2).train()
+    v0 = q.basis.clone()
+    x = torch.rand(300) * 0.6  # below the midpoint to level (0, 1): the high bit never set
+    _, _, bits = q.encode(x)
+    assert not bits[0, :, 1].any()
+    q(x)
+    assert torch.isfinite(q.basis).all()
+    torch.testing.assert_close(q.basis[0, 1], v0[0, 1])
+    # the set plane still gets its least-squares value: the mean of the x that set it
+    ones = bits[0, :, 0] == 1
+    torch.testing.assert_close(q.basis[0, 0], x[ones].mean())
+
+
+def test_a_singular_system_keeps_the_whole_basis():
+    """Two planes only ever set together: no least-squares solution, the basis stays."""
+    q = LQActQuantizer(2).train()
+    v0 = q.basis.clone()
+    q(torch.tensor([0.0, float(v0.sum())] * 10))
+    torch.testing.assert_close(q.basis, v0)
+    assert int(q.qem_steps) == 1
+
+
+def _trained(q, steps=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q.train()
+    for _ in range(steps):
+        q(torch.relu(torch.randn(8, 20, generator=gen)))
+    return q
+
+
+@pytest.mark.parametrize("make", [lambda: LQActQuantizer(3), lambda: LQWeightQuantizer(2, 8, 20)])
+def test_checkpoint_round_trip_resumes_the_same_average(make):
+    a = _trained(make())
+    state = a.state_dict()
+    assert {"basis", "biased_basis", "qem_steps"} <= state.keys()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    b = make()
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    for q in (a, b):
+        _trained(q, steps=2, seed=1)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_a_basis_only_checkpoint_still_loads():
+    """A checkpoint from before the average state resumes its basis, then averages on."""
+    net = nn.Sequential(LQActQuantizer(2))
+    net[0].basis.copy_(torch.tensor([[0.3, 0.7]]))
+    state = net.state_dict()
+    del state["0.biased_basis"], state["0.qem_steps"]
+    state._metadata["0"]["version"] = 1
+    fresh = nn.Sequential(LQActQuantizer(2))
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh[0].basis, torch.tensor([[0.3, 0.7]]))
+    x = torch.relu(torch.randn(400))
+    _, _, bits = fresh[0].encode(x)
+    b = bits[0]
+    fresh.train()(x)
+    expected = 0.9 * torch.tensor([0.3, 0.7]) + 0.1 * torch.linalg.solve(b.T @ b, b.T @ x)
+    torch.testing.assert_close(fresh[0].basis[0], expected)
+
+
+ALL_QUANTIZERS = [
+    lambda: LQWeightQuantizer(3, 4, fan=36), lambda: LQActQuantizer(3),
+    lambda: UniformWeightQuantizer(3, 4), lambda: UniformWeightQuantizer(3, 4, scale="learned"),
+    lambda: UniformActQuantizer(3), lambda: UniformActQuantizer(3, scale="learned"),
+]
+
+
+@pytest.mark.parametrize("make", ALL_QUANTIZERS)
+def test_constants_follow_the_buffers_device(make):
+    """With the default device elsewhere ('meta'), a constant built without device= would clash."""
+    q = make()
+    x = torch.relu(torch.randn(4, 9)).requires_grad_()
+    with torch.device("meta"):
+        for mode in (True, False):
+            q.train(mode)(x).sum().backward()
+    assert all(t.device.type == "cpu" for t in list(q.buffers()) + list(q.parameters()))
+
+
+@pytest.mark.parametrize("make", ALL_QUANTIZERS)
+def test_float64_quantizers_stay_float64(make):
+    q = make().double()
+    x = torch.relu(torch.randn(4, 9, dtype=torch.float64))
+    for mode in (True, False):
+        assert q.train(mode)(x).dtype == torch.float64
+    assert all(t.dtype in (torch.float64, torch.long, torch.bool) for t in q.buffers())
 
 
 def test_weight_ste_is_identity():
@@ -97,6 +209,17 @@ def test_activation_ste_is_clipped_at_the_top_level():
     x = torch.tensor([0.1, top * 0.5, top, top + 0.01, top * 3], requires_grad=True)
     q(x).sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_uniform_activation_gradient_is_clipped_at_the_top_level():
+    q = UniformActQuantizer(2).train()
+    q(torch.tensor([0.0, 3.0]))  # scale 1: levels 0, 1, 2, 3
+    x = torch.tensor([0.2, 1.4, 3.0, 3.2], requires_grad=True)  # the largest output is 3
+    q.eval()(x[:2]).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]  # below the top: no clip at the batch max (1)
+    x.grad = None
+    q(x).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0, 0.0]
 
 
 def test_reference_initialization():

@@ -1,5 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""RTL components in Amaranth's simulator: popcount, engine, collector, network top, folding."""
+"""RTL components in Amaranth's simulator: popcount, engine, collector, network top, folding.
+
+Random layers and models put thresholds on accumulators the test inputs reach (ties), use
+weights of 1 to 4 bits, and affine inputs with v0 != 0 as well as random ones.
+"""
 
 import numpy as np
 import pytest
@@ -7,14 +11,16 @@ from amaranth.sim import Simulator as AmSim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.ir import DenseLayer
-from export.random_model import random_conv_model, random_dense_model, random_mac_layer
+from lqir import DenseLayer
+from lqir.random_models import random_conv_model, random_dense_model, random_mac_layer
 from hwsim import Simulator
-from hwsim.cycles import Folding, fold_for_ii, layer_timing, network_timing
+from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing
 from hwsim.fast import mac_fast, prepare
 from hwsim.layout import apply_thresholds
 from rtl import ArgmaxCollector, DenseEngine, NetworkTop, Popcount
+from rtl.folding import engine_cost, fold_for_ii
 from tests.amaranth_bench import run_stream, signed
+from tests.stream_bench import model_transfers
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 7, 16, 33])
@@ -44,42 +50,47 @@ def test_popcount_width_is_validated(bad):
         Popcount(bad)
 
 
-def _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd, batch=3, stalls=False):
-    layer = random_mac_layer(rng, DenseLayer, "fc", weight_bits=wbits, in_bits=abits, in_levels=1 << abits,
-                             output=out, out_levels=4 if out == "threshold" else None,
-                             in_features=in_f, out_features=out_f)
-    from dataclasses import replace
-
-    layer = replace(layer, weight_encoding=encoding)
+def _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd, batch=3, stalls=False, in_affine=None):
     x = rng.integers(0, 1 << abits, size=(batch, in_f))
+    # inputs=x: thresholds on accumulators x reaches, so `>=` against `>` shows in the levels
+    layer = random_mac_layer(rng, DenseLayer, "fc", weight_bits=wbits, in_bits=abits, in_levels=1 << abits,
+                             output=out, out_levels=4 if out == "threshold" else None, weight_encoding=encoding,
+                             in_features=in_f, out_features=out_f, inputs=x, in_affine=in_affine)
     acc = mac_fast(prepare(layer), x).astype(np.int64)
     expected = apply_thresholds(acc, layer.thresholds) if out == "threshold" else acc
+    if out == "threshold":  # every channel has a tie: an accumulator equal to one of its thresholds
+        assert (acc[:, :, None] == layer.thresholds[None]).any(axis=(0, 2)).all()
     dut = DenseEngine(layer, Folding(pe, simd))
     kwargs = dict(ready=lambda k: k % 3 != 1, gap=lambda k: k % 5 == 2) if stalls else {}
     got, ins, outs = run_stream(dut, x, batch * out_f, **kwargs)
-    got = np.array(got).reshape(batch, out_f)  # Amaranth reads a signed payload as a signed int
-    return layer, expected, got, ins, outs
+    if out == "accumulate":   # one value per beat: the payload is the accumulator's two's complement
+        got = signed(got, layer.acc_bits)
+    got = np.array(got).reshape(batch, out_f)
+    model = model_transfers(engine_schedule(layer, Folding(pe, simd)), batch * in_f, batch * out_f, **kwargs)
+    return layer, expected, got, (ins, outs), model
 
 
-@pytest.mark.parametrize("out, encoding, wbits, abits, in_f, out_f, pe, simd", [
-    ("accumulate", "pm1", 2, 2, 13, 5, 2, 4),
-    ("accumulate", "bin", 3, 1, 9, 4, 3, 3),
-    ("threshold", "pm1", 1, 3, 7, 6, 4, 2),
-    ("threshold", "bin", 2, 2, 16, 8, 8, 16),
-    ("accumulate", "pm1", 1, 1, 1, 1, 1, 1),
+@pytest.mark.parametrize("out, encoding, wbits, abits, in_f, out_f, pe, simd, in_affine", [
+    ("accumulate", "pm1", 2, 2, 13, 5, 2, 4, None),
+    ("accumulate", "bin", 3, 1, 9, 4, 3, 3, None),
+    ("threshold", "pm1", 1, 3, 7, 6, 4, 2, None),
+    ("threshold", "bin", 2, 2, 16, 8, 8, 16, None),
+    ("accumulate", "pm1", 1, 1, 1, 1, 1, 1, None),
+    ("threshold", "pm1", 4, 2, 10, 5, 2, 3, None),
+    ("accumulate", "bin", 4, 3, 6, 3, 3, 6, None),
+    ("threshold", "bin", 4, 2, 9, 4, 3, 4, (-2, 3)),   # input values 3·(k - 2): v0 = -6
 ])
-def test_engine_equals_hwsim(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd):
-    layer, expected, got, ins, outs = _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd)
+def test_engine_equals_hwsim(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd, in_affine):
+    layer, expected, got, transfers, model = _engine_case(rng, out, encoding, wbits, abits, in_f, out_f, pe, simd,
+                                                          in_affine=in_affine)
     np.testing.assert_array_equal(got, expected)
-    # cycles: the last output of each vector comes per_vector - 1 cycles after its first input
-    per_vector = layer_timing(layer, Folding(pe, simd)).per_vector
-    firsts, lasts = ins[::in_f], outs[out_f - 1::out_f]
-    assert [b - a for a, b in zip(firsts, lasts)] == [per_vector - 1] * 3
+    assert transfers == model     # every input and output transfer on the cycle the model predicts
 
 
 def test_engine_under_stalls_keeps_every_integer(rng):
-    _, expected, got, _, _ = _engine_case(rng, "accumulate", "pm1", 2, 2, 11, 5, 2, 4, stalls=True)
+    _, expected, got, transfers, model = _engine_case(rng, "accumulate", "pm1", 2, 2, 11, 5, 2, 4, stalls=True)
     np.testing.assert_array_equal(got, expected)
+    assert transfers == model
 
 
 def test_collector_takes_the_first_index_on_ties():
@@ -92,36 +103,43 @@ def test_collector_takes_the_first_index_on_ties():
         assert word >> 32 == int(np.argmax(row))
 
 
-@given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 3), abits=st.integers(1, 3),
-       sizes=st.lists(st.integers(1, 12), min_size=2, max_size=3), pe=st.integers(1, 5), simd=st.integers(1, 7))
+@given(seed=st.integers(0, 2**32 - 1), wbits=st.integers(1, 4), abits=st.integers(1, 3),
+       sizes=st.lists(st.integers(1, 12), min_size=2, max_size=3), pe=st.integers(1, 5), simd=st.integers(1, 7),
+       affine=st.booleans())
 @settings(max_examples=8)
-def test_network_top_equals_hwsim_and_the_cycle_model(seed, wbits, abits, sizes, pe, simd):
+def test_network_top_equals_hwsim_and_the_cycle_model(seed, wbits, abits, sizes, pe, simd, affine):
     rng = np.random.default_rng(seed)
-    model = random_dense_model(rng, sizes, wbits, abits)
+    levels = int(rng.integers(2, 17))
+    x = rng.integers(0, levels, size=(4, sizes[0]))
+    # thresholds on accumulators x reaches; affine inputs with v0 != 0 and slope >= 2, or random ones
+    model = random_dense_model(rng, sizes, wbits, abits, in_levels=levels, inputs=x,
+                               in_affine="random" if affine else None)
     foldings = [Folding(min(pe, layer.out_features), min(simd, layer.in_features)) for layer in model.mac_layers()]
-    x = rng.integers(0, model.input.levels, size=(3, sizes[0]))
     expected = Simulator(model).run(x)
     acc_bits = model.layers[-1].acc_bits
-    got, ins, outs = run_stream(NetworkTop(model, foldings), x, 3)
+    got, ins, outs = run_stream(NetworkTop(model, foldings), x, len(x))
     classes = len(model.classes)
     logits = np.array([signed([(w >> (k * acc_bits)) & ((1 << acc_bits) - 1) for k in range(classes)], acc_bits)
                        for w in got])
     np.testing.assert_array_equal(logits, expected)
     assert [w >> (classes * acc_bits) for w in got] == expected.argmax(axis=1).tolist()
-    timing = network_timing(model, foldings)
+    timing = network_timing(model, foldings, inferences=len(x))
     assert outs[0] - ins[0] == timing.latency
-    assert outs[2] - outs[1] == timing.ii
+    assert outs[-1] - outs[-2] == timing.ii
+    assert outs[-1] - ins[0] == timing.cycles     # what the cocotb bench's clean phase asserts
 
 
 def test_fold_for_ii_meets_the_target_at_least_cost(rng):
     model = random_dense_model(rng, [64, 32, 10], 2, 2)
     layer = model.mac_layers()[0]
     folding = fold_for_ii(layer, 400)
-    assert layer_timing(layer, folding).per_vector <= 400
-    cheaper = [Folding(p, s) for p in range(1, 33) for s in range(1, 65) if p * s < folding.pe * folding.simd]
-    assert all(layer_timing(layer, f).per_vector > 400 for f in cheaper)
+    assert layer_timing(layer, folding).ii <= 400
+    cost = engine_cost(layer, folding).lut4
+    cheaper = [f for f in (Folding(p, s, u) for p in range(1, 33) for s in range(1, 65) for u in (1, 2)
+                           if p % u == 0) if engine_cost(layer, f).lut4 < cost]
+    assert cheaper and all(layer_timing(layer, f, vectors=3).ii > 400 for f in cheaper)
     with pytest.raises(ValueError, match="no folding reaches an initiation interval of 50 cycles"):
-        fold_for_ii(layer, 50)
+        fold_for_ii(layer, 50)    # 64 inputs, one per beat, take 64 cycles to load
 
 
 def test_folding_is_validated():

@@ -8,9 +8,11 @@ SCRIPT = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     import numpy as np
+    import lqir
     import hwsim
-    from export.random_model import random_dense_model
+    from lqir.random_models import random_dense_model
     model = random_dense_model(np.random.default_rng(0), [10, 6, 3], 2, 2)
+    model = lqir.load(lqir.save(model, sys.argv[1]))
     x = np.random.default_rng(1).integers(0, model.input.levels, size=(4, 10))
     a = hwsim.simulate(model, x)
     b = hwsim.simulate(model, x, mode="bitplane")
@@ -20,8 +22,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_hwsim_imports_without_torch():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+def test_lqir_and_hwsim_import_without_torch(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "m.lqir.npz")], capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK (4, 3)"
 
@@ -38,7 +41,7 @@ NO_NUMBA = textwrap.dedent("""
     sys.modules["numba"] = None  # as if numba were not installed
     import numpy as np
     import hwsim
-    from export.random_model import random_dense_model
+    from lqir.random_models import random_dense_model
     model = random_dense_model(np.random.default_rng(0), [10, 6, 3], 2, 2)
     x = np.random.default_rng(1).integers(0, model.input.levels, size=(40, 10))
     sim = hwsim.Simulator(model, chunk=8)

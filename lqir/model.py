@@ -1,39 +1,33 @@
-"""The integer IR (version 1): the contract between export, hwsim and rtl.
+"""The integer IR's types: input spec, layers and model, each validated on construction.
 
-One file, ``*.lqir.npz``: entry ``manifest`` is a 0-d str array holding JSON, every
-other entry is an array named ``<layer name>.<field>``.  This module is numpy-only so
-that :mod:`hwsim` runs where PyTorch is not installed.
-
-Every object validates itself on construction; :func:`load` re-raises each problem as
-a ``ValueError`` that names the field, for example
-``layers[2].thresholds: rows must be non-decreasing``.
+The semantics of every field are in ``docs/architecture.md`` (section "The integer
+IR"); :mod:`lqir.fileio` reads and writes them.  Every object validates itself on
+construction and raises a ``ValueError`` that names the field, for example
+``thresholds: rows must be non-decreasing``; the file reader prefixes ``layers[i].``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
-import zipfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .atomic import atomic_open
+from .helpers import conv_output_size, pool_output_size
 
 __all__ = [
-    "FORMAT", "VERSION", "InputSpec", "DenseLayer", "Conv2dLayer", "MaxPool2dLayer",
-    "FlattenLayer", "Model", "save", "load", "bit_planes", "input_values",
-    "weight_values", "accumulator_bounds", "signed_width",
+    "InputSpec", "DenseLayer", "Conv2dLayer", "MaxPool2dLayer", "FlattenLayer", "Model",
+    "MacLayer", "LAYER_TYPES", "bit_planes", "input_values", "weight_values", "accumulator_bounds",
+    "signed_width",
 ]
 
-FORMAT = "lqir"
-VERSION = 1
 MAX_BITS = 8
 # Coefficients and biases beyond this cannot be summed over a layer without risking
 # int64 overflow; real exports use 8..16-bit coefficients.
 MAX_COEF = 2**31
+# Elements of one input sample: far beyond any network this flow builds, and small
+# enough that shape arithmetic never overflows int64.
+MAX_INPUT_SIZE = 2**31 - 1
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -91,11 +85,13 @@ class InputSpec:
         for i, size in enumerate(shape):
             _check_int(f"input.shape[{i}]", size, lo=1)
         object.__setattr__(self, "shape", tuple(int(s) for s in shape))
+        if int(np.prod(self.shape, dtype=object)) > MAX_INPUT_SIZE:
+            raise ValueError(f"input.shape: {list(self.shape)} has more than {MAX_INPUT_SIZE} elements")
         _check_int("input.levels", self.levels, lo=2, hi=2**16)
 
 
 @dataclass(frozen=True, kw_only=True)
-class _MacLayer:
+class MacLayer:
     """Fields shared by ``dense`` and ``conv2d``: the multiply-accumulate layers."""
 
     name: str
@@ -120,9 +116,7 @@ class _MacLayer:
         _check_int("in_levels", self.in_levels, 2, 2**self.in_bits)
         if self.weight_encoding not in ("pm1", "bin"):
             raise ValueError(f"weight_encoding: must be 'pm1' or 'bin', not {self.weight_encoding!r}")
-        if self.output not in ("threshold", "accumulate"):
-            raise ValueError(f"output: must be 'threshold' or 'accumulate', not {self.output!r}")
-        self._check_arrays()
+        self._check_arrays()  # checks `output` too (array_specs: a file reader calls it first)
         self._check_values()
 
     @property
@@ -130,17 +124,33 @@ class _MacLayer:
         """Number of output channels (features)."""
         return self.weight_shape[0]
 
+    @classmethod
+    def array_specs(cls, attrs):
+        """``{field: (dtype, shape)}`` of the arrays a layer with these manifest attributes holds.
+
+        Checks only the attributes the shapes depend on, so that a file reader can check
+        each array's declared dtype and shape before reading it.
+        """
+        if attrs.get("output") not in ("threshold", "accumulate"):
+            raise ValueError(f"output: must be 'threshold' or 'accumulate', not {attrs.get('output')!r}")
+        weight_bits = _check_int("weight_bits", attrs.get("weight_bits"), 1, MAX_BITS)
+        in_bits = _check_int("in_bits", attrs.get("in_bits"), 1, 16)
+        in_levels = _check_int("in_levels", attrs.get("in_levels"), 2, 2**in_bits)
+        shape = cls._weight_shape_of(attrs)
+        o = shape[0]
+        specs = {"weight_code": (np.dtype(np.uint8), shape), "weight_coef": (np.dtype(np.int64), (o, weight_bits)),
+                 "bias": (np.dtype(np.int64), (o,)), "in_code": (np.dtype(np.uint16), (in_levels,)),
+                 "in_coef": (np.dtype(np.int64), (in_bits,))}
+        if attrs.get("output") == "threshold":
+            out_levels = _check_int("out_levels", attrs.get("out_levels"), 2, 2**16)
+            specs["thresholds"] = (np.dtype(np.int64), (o, out_levels - 1))
+        return specs
+
     def _check_arrays(self):
-        o, kw, ka, lin = self.n_out, self.weight_bits, self.in_bits, self.in_levels
-        _check_array("weight_code", self.weight_code, np.uint8, self.weight_shape)
-        _check_array("weight_coef", self.weight_coef, np.int64, (o, kw))
-        _check_array("bias", self.bias, np.int64, (o,))
-        _check_array("in_code", self.in_code, np.uint16, (lin,))
-        _check_array("in_coef", self.in_coef, np.int64, (ka,))
-        if self.output == "threshold":
-            _check_int("out_levels", self.out_levels, 2, 2**16)
-            _check_array("thresholds", self.thresholds, np.int64, (o, self.out_levels - 1))
-        elif self.out_levels is not None or self.thresholds is not None:
+        attrs = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, (dtype, shape) in self.array_specs(attrs).items():
+            _check_array(name, getattr(self, name), dtype, shape)
+        if self.output != "threshold" and (self.out_levels is not None or self.thresholds is not None):
             raise ValueError("out_levels: an 'accumulate' layer has no out_levels or thresholds")
         for name in ("weight_code", "weight_coef", "bias", "in_code", "in_coef", "thresholds"):
             if getattr(self, name) is not None:
@@ -152,7 +162,8 @@ class _MacLayer:
         if int(self.in_code.max(initial=0)) >= 1 << self.in_bits:
             raise ValueError(f"in_code: codes must be below 2**in_bits = {1 << self.in_bits}")
         for name in ("weight_coef", "in_coef", "bias"):
-            if np.abs(getattr(self, name)).max(initial=0) >= MAX_COEF:
+            arr = getattr(self, name)  # min and max: np.abs(-2**63) overflows to -2**63
+            if arr.max(initial=0) >= MAX_COEF or arr.min(initial=0) <= -MAX_COEF:
                 raise ValueError(f"{name}: magnitudes must be below 2**31 (int64 accumulation would overflow)")
         if np.any(np.diff(input_values(self)) < 0):
             raise ValueError("in_code: input values must be non-decreasing in the level index")
@@ -191,12 +202,12 @@ class _MacLayer:
 
 
 def _check_name(name):
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"name: must be a non-empty string of letters, digits, '_' or '-', not {name!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
-class DenseLayer(_MacLayer):
+class DenseLayer(MacLayer):
     """``acc[o] = bias[o] + sum_n w[o, n] * value_in[x[n]]`` over a flat input."""
 
     in_features: int
@@ -212,6 +223,11 @@ class DenseLayer(_MacLayer):
     def weight_shape(self):
         return (self.out_features, self.in_features)
 
+    @staticmethod
+    def _weight_shape_of(attrs):
+        return (_check_int("out_features", attrs.get("out_features"), 1),
+                _check_int("in_features", attrs.get("in_features"), 1))
+
     def _shape_attributes(self):
         return {"in_features": self.in_features, "out_features": self.out_features}
 
@@ -222,7 +238,7 @@ class DenseLayer(_MacLayer):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Conv2dLayer(_MacLayer):
+class Conv2dLayer(MacLayer):
     """2-D convolution (square kernel, stride, zero padding that contributes 0)."""
 
     in_channels: int
@@ -242,13 +258,19 @@ class Conv2dLayer(_MacLayer):
     def weight_shape(self):
         return (self.out_channels, self.in_channels, self.kernel, self.kernel)
 
+    @staticmethod
+    def _weight_shape_of(attrs):
+        out_channels, in_channels, kernel = (_check_int(key, attrs.get(key), 1)
+                                             for key in ("out_channels", "in_channels", "kernel"))
+        return (out_channels, in_channels, kernel, kernel)
+
     def _shape_attributes(self):
         return {k: getattr(self, k) for k in ("in_channels", "out_channels", "kernel", "stride", "padding")}
 
     def output_shape(self, in_shape):
         if len(in_shape) != 3 or in_shape[0] != self.in_channels:
             raise ValueError(f"in_channels: layer expects input [{self.in_channels}, H, W], gets {list(in_shape)}")
-        h, w = ((s + 2 * self.padding - self.kernel) // self.stride + 1 for s in in_shape[1:])
+        h, w = (conv_output_size(s, self.kernel, self.stride, self.padding) for s in in_shape[1:])
         if h < 1 or w < 1:
             raise ValueError(f"kernel: {self.kernel} does not fit input {list(in_shape)}")
         return (self.out_channels, h, w)
@@ -271,7 +293,7 @@ class MaxPool2dLayer:
     def output_shape(self, in_shape):
         if len(in_shape) != 3:
             raise ValueError(f"op: maxpool2d needs a [C, H, W] input, gets {list(in_shape)}")
-        h, w = ((s - self.kernel) // self.stride + 1 for s in in_shape[1:])
+        h, w = (pool_output_size(s, self.kernel, self.stride) for s in in_shape[1:])
         if h < 1 or w < 1:
             raise ValueError(f"kernel: {self.kernel} does not fit input {list(in_shape)}")
         return (in_shape[0], h, w)
@@ -303,7 +325,7 @@ class FlattenLayer:
         return {}
 
 
-_OPS = {cls.op: cls for cls in (DenseLayer, Conv2dLayer, MaxPool2dLayer, FlattenLayer)}
+LAYER_TYPES = {cls.op: cls for cls in (DenseLayer, Conv2dLayer, MaxPool2dLayer, FlattenLayer)}
 
 
 @dataclass(frozen=True)
@@ -333,7 +355,8 @@ class Model:
                 raise ValueError(f"layers[{i}].{exc}") from None
         if shape != (len(self.classes),):
             raise ValueError(f"output.classes: {len(self.classes)} classes, but the network outputs {list(shape)}")
-        if not (isinstance(self.logit_scale, (int, float)) and np.isfinite(self.logit_scale) and self.logit_scale > 0):
+        if (isinstance(self.logit_scale, bool) or not isinstance(self.logit_scale, (int, float))
+                or not np.isfinite(self.logit_scale) or not self.logit_scale > 0):
             raise ValueError(f"output.logit_scale: must be a positive finite number, not {self.logit_scale!r}")
 
     def layer_shapes(self):
@@ -344,12 +367,12 @@ class Model:
         return shapes
 
     def mac_layers(self):
-        return [layer for layer in self.layers if isinstance(layer, _MacLayer)]
+        return [layer for layer in self.layers if isinstance(layer, MacLayer)]
 
 
 def _chain(layer, shape, levels, last):
     out_shape = layer.output_shape(shape)
-    if not isinstance(layer, _MacLayer):
+    if not isinstance(layer, MacLayer):
         return out_shape, levels
     if layer.in_levels != levels:
         raise ValueError(f"in_levels: {layer.in_levels}, but the previous layer produces {levels} levels")
@@ -387,120 +410,3 @@ def accumulator_bounds(layer):
     lo = layer.bias + np.minimum(w * vmin, w * vmax).sum(axis=1)
     hi = layer.bias + np.maximum(w * vmin, w * vmax).sum(axis=1)
     return lo, hi
-
-
-# --- file format ---------------------------------------------------------------------
-
-def save(model, path):
-    """Write ``model`` to ``path`` atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    manifest = {
-        "format": FORMAT, "version": VERSION,
-        "input": {"shape": list(model.input.shape), "levels": model.input.levels},
-        "layers": [layer.attributes() for layer in model.layers],
-        "output": {"classes": list(model.classes), "logit_scale": float(model.logit_scale)},
-        "meta": model.meta,
-    }
-    arrays = {"manifest": np.array(json.dumps(manifest, default=_json_default))}
-    for layer in model.layers:
-        for key, arr in layer.arrays().items():
-            arrays[f"{layer.name}.{key}"] = arr
-    with atomic_open(path) as fh:
-        np.savez_compressed(fh, **arrays)
-    return path
-
-
-def _json_default(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"meta: {type(obj).__name__} is not JSON-serializable")
-
-
-def load(path):
-    """Read and validate an IR file; every problem is a ``ValueError`` naming its field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such IR file (write one with 'lqflow export')")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not an lqir file (not a readable .npz archive: {exc})") from None
-    try:
-        return from_arrays(arrays)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def from_arrays(arrays):
-    """Build a :class:`Model` from the entries of an IR archive."""
-    manifest = _read_manifest(arrays.pop("manifest", None))
-    try:
-        spec = InputSpec(tuple(manifest["input"]["shape"]), manifest["input"]["levels"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"input: malformed ({exc!r})") from None
-    layers_raw = manifest.get("layers")
-    if not isinstance(layers_raw, list):
-        raise ValueError("layers: must be a list")
-    layers = [_read_layer(i, raw, arrays) for i, raw in enumerate(layers_raw)]
-    if arrays:
-        raise ValueError(f"{sorted(arrays)[0]}: unexpected array (no layer of the manifest owns it)")
-    output = manifest.get("output")
-    if not isinstance(output, dict) or "classes" not in output or "logit_scale" not in output:
-        raise ValueError("output: must hold 'classes' and 'logit_scale'")
-    meta = manifest.get("meta", {})
-    if not isinstance(meta, dict):
-        raise ValueError("meta: must be a JSON object")
-    return Model(spec, tuple(layers), tuple(output["classes"]), output["logit_scale"], meta)
-
-
-def _read_manifest(entry):
-    if entry is None:
-        raise ValueError("manifest: missing (this is not an lqir file)")
-    if entry.shape != () or entry.dtype.kind != "U":
-        raise ValueError("manifest: must be a 0-d str array holding JSON")
-    try:
-        manifest = json.loads(str(entry))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"manifest: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"manifest.format: must be {FORMAT!r} (this is not an lqir file)")
-    version = manifest.get("version")
-    if version != VERSION:
-        hint = "upgrade lqflow" if isinstance(version, int) and version > VERSION else "re-export the model"
-        raise ValueError(f"manifest.version: this lqflow reads version {VERSION}, the file is {version!r}; {hint}")
-    return manifest
-
-
-def _read_layer(index, raw, arrays):
-    where = f"layers[{index}]"
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: must be a JSON object")
-    cls = _OPS.get(raw.get("op"))
-    if cls is None:
-        raise ValueError(f"{where}.op: unsupported op {raw.get('op')!r} (supported: {', '.join(_OPS)})")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in raw.items() if k != "op"}
-    for key in kwargs:
-        if key not in names:
-            raise ValueError(f"{where}.{key}: unknown attribute for op {cls.op!r}")
-    name = kwargs.get("name")
-    for key in ("weight_code", "weight_coef", "bias", "in_code", "in_coef", "thresholds"):
-        if key not in names:
-            continue
-        if key in kwargs:
-            raise ValueError(f"{where}.{key}: must be an array, not a manifest attribute")
-        entry = arrays.pop(f"{name}.{key}", None)
-        if entry is None and (key != "thresholds" or kwargs.get("output") == "threshold"):
-            raise ValueError(f"{where}.{key}: missing array '{name}.{key}'")
-        kwargs[key] = entry
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{where}.{exc}") from None

