@@ -31,14 +31,15 @@ def _non_negative(text):
 
 
 def cmd_compress(args):
-    from .compress import CompressRunConfig, run_compress
+    from .compress import CompressRunConfig, hardware_estimate, run_compress
 
     cfg = CompressRunConfig(dataset=args.dataset, arch=args.arch, widths=tuple(args.widths), seeds=args.seeds,
                             first_seed=args.first_seed, act_quantizer=args.act_quantizer, act_bits=args.abits,
                             float_epochs=args.epochs, epochs=args.compress_epochs, gamma=args.gamma, lam=args.lam,
                             preserve=args.preserve, restore_margin=args.restore_margin, coef_bits=args.coef_bits)
     folder = check_output_folder(args.out or cfg.default_folder(), "-o/--out")
-    result, folder = run_compress(cfg, folder, progress=not args.quiet, log=print)
+    result, folder = run_compress(cfg, folder, progress=not args.quiet, log=print,
+                                  hardware=None if args.no_hardware else hardware_estimate)
     table = result["table"]
     print_table(f"Self-compression on {cfg.dataset} {cfg.arch}, {cfg.seeds} seed(s), mean ± std",
                 table["header"], table["rows"])
@@ -71,4 +72,6 @@ def register(sub):
     p.add_argument("--coef-bits", type=int, default=8, help="bits of the integer input coefficients (default 8)")
     p.add_argument("-o", "--out", type=Path, help="run folder (default runs/compress-<dataset>-<arch>-a<abits>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-hardware", action="store_true",
+                   help="leave out the RTL columns (cycles per inference, estimated LUT4 and block RAM)")
     p.set_defaults(func=cmd_compress)

@@ -328,3 +328,23 @@ def run_compress(cfg, folder=None, progress=True, hardware=None, log=print):
     atomic_write_bytes(folder / "report.md", _report(cfg, header, rows, timings).encode())
     write_compress_plot(folder / "compress.png", per_seed)
     return result, folder
+
+
+def hardware_estimate(model, x_test, folder):
+    """The hook ``lqflow compress`` runs by default: cycles per inference (the cycle model)
+    and estimated LUT4 / DP16KD (``rtl.folding``) of the RTL at one fixed folding (PE 8, SIMD
+    16, one value per beat), the same for every variant, so that the columns compare the
+    models, not foldings.  Convolutional models (no RTL) get no columns."""
+    from hwsim.cycles import network_timing
+    from lqir import UnsupportedLayerError, check_backend
+    from rtl.folding import network_cost
+    from rtl.verilog import choose_foldings
+
+    try:
+        check_backend(model, "rtl")
+    except UnsupportedLayerError:
+        return {}
+    foldings = choose_foldings(model)
+    cost = network_cost(model, foldings)
+    return {"cycles/inference": network_timing(model, foldings).ii, "LUT4 (est.)": cost.lut4,
+            "DP16KD (est.)": cost.bram}
