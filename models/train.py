@@ -16,7 +16,7 @@ from .layers import QuantConfig
 from .nets import NetConfig, QuantNet
 from .quantizers import BasisQuantizer
 
-__all__ = ["TrainConfig", "History", "fit", "predict", "quantizer_levels",
+__all__ = ["TrainConfig", "History", "fit", "predict", "quantizer_levels", "shuffled_batches",
            "save_checkpoint", "load_checkpoint"]
 
 
@@ -57,6 +57,16 @@ def quantizer_levels(model):
     return out
 
 
+def shuffled_batches(n, batch_size, gen):
+    """Index batches of one random permutation of ``n`` samples (a last batch of one sample is
+    skipped: batch-norm needs two)."""
+    perm = torch.randperm(n, generator=gen)
+    for start in range(0, n, batch_size):
+        idx = perm[start:start + batch_size]
+        if len(idx) >= 2:
+            yield idx
+
+
 def predict(model, x, batch_size=1024):
     """Class predictions (argmax, first index on ties) of ``model`` on level indices ``x``."""
     model.eval()
@@ -80,12 +90,8 @@ def fit(model, data, cfg, desc="train", progress=True):
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None if progress else True, leave=False)
     for _ in bar:
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for start in range(0, len(x), cfg.batch_size):
-            idx = perm[start:start + cfg.batch_size]
-            if len(idx) < 2:
-                continue  # batch-norm needs two samples
+        for idx in shuffled_batches(len(x), cfg.batch_size, gen):
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

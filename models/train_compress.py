@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .nets import ConvBlock, DenseBlock
 from .selfcompress import bit_parameters, compress_quantizers, size_term
+from .train import shuffled_batches
 
 __all__ = ["CompressTrainConfig", "CompressHistory", "Restorer", "fit_compress", "accuracy", "pruned_channels",
            "recalibrate_bn"]
@@ -200,12 +201,8 @@ def fit_compress(net, data, cfg, preservation=None, desc="self-compress", progre
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None if progress else True, leave=False)
     for _ in bar:
         net.train()
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for start in range(0, len(x), cfg.batch_size):
-            idx = perm[start:start + cfg.batch_size]
-            if len(idx) < 2:
-                continue  # batch-norm needs two samples
+        for idx in shuffled_batches(len(x), cfg.batch_size, gen):
             loss = loss_fn(net(x[idx]), y[idx]) + cfg.gamma * size_term(net)
             if safe and cfg.lam > 0:
                 pb = torch.randint(len(px), (min(cfg.batch_size, len(px)),), generator=gen)
