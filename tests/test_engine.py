@@ -117,6 +117,7 @@ def test_network_top_equals_hwsim_and_the_cycle_model(seed, wbits, abits, sizes,
     assert outs[2] - outs[1] == timing.ii
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_lanes_must_chain(rng):
     model = random_dense_model(rng, [6, 4, 3], 2, 2)
     with pytest.raises(ValueError, match="out_lanes must equal the next in_lanes"):
