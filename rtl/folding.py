@@ -9,7 +9,7 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 from dataclasses import dataclass
 
 from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
-from lqir import bits_for_levels, check_backend
+from lqir import check_backend
 
 from .images import EngineGeometry
 

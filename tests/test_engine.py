@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsim import Simulator, run_layer
-from hwsim.cycles import EngineModel, Folding, engine_schedule, layer_timing, network_timing
+from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing
 from lqir import DenseLayer
 from lqir.random_models import random_dense_model, random_mac_layer
 from rtl import ArgmaxCollector, DenseEngine, NetworkTop

@@ -197,10 +197,11 @@ def test_random_models_put_thresholds_on_reached_accumulators():
         x = rng.integers(0, 6, size=(10, 9))
         model = random_dense_model(rng, [9, 7, 5, 3], 3, 2, in_levels=6, inputs=x)
         _, trace = Simulator(model).run(x, trace=True)
+        prev = None
         for layer in model.layers[:-1]:   # every channel of every threshold layer has a tie
             acc = trace.acc[layer.name]
             assert (acc[:, :, None] == layer.thresholds[None]).any(axis=(0, 2)).all(), (seed, layer.name)
-            np.testing.assert_array_equal(acc, reference_accumulators(layer, x if layer is model.layers[0]
+            np.testing.assert_array_equal(acc, reference_accumulators(layer, x if prev is None
                                                                       else trace.out[prev.name]))
             prev = layer
         xc = rng.integers(0, 5, size=(3, 2, 6, 6))
