@@ -24,16 +24,21 @@ class CosimSummary:
     model_latency: int
     ii: int
     model_ii: int
+    clean_cycles: int       # the clean phase, first input to last output
+    model_clean_cycles: int
+    extra_beats: int        # output beats after the last expected one (both phases)
+    unresolved: list        # ports that were X or Z right after reset
     samples_per_s: float
     build_s: float
 
     @property
     def equal(self):
-        return self.mismatches == 0 and self.stress_mismatches == 0
+        return self.mismatches == 0 and self.stress_mismatches == 0 and self.extra_beats == 0 and not self.unresolved
 
     @property
     def cycles_equal(self):
-        return self.ii == self.model_ii and self.latency == self.model_latency
+        return (self.ii, self.latency, self.clean_cycles) == (self.model_ii, self.model_latency,
+                                                               self.model_clean_cycles)
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ class HardwareResult:
         return [
             LadderRow(5, "RTL (Verilator) == hwsim, every logit, with gaps + backpressure",
                       f"{c.samples} samples, {c.mismatches + c.stress_mismatches} mismatches", Status.of(c.equal)),
-            LadderRow(5, "RTL cycles == hwsim cycle model (II, latency)",
-                      f"{c.ii} / {c.latency} vs {c.model_ii} / {c.model_latency}", Status.of(c.cycles_equal)),
+            LadderRow(5, "RTL cycles == hwsim cycle model (II, latency, whole clean phase)",
+                      f"{c.ii} / {c.latency} / {c.clean_cycles} vs {c.model_ii} / {c.model_latency} / "
+                      f"{c.model_clean_cycles}", Status.of(c.cycles_equal)),
         ]
 
 
@@ -98,6 +104,8 @@ def hardware_steps(model, x, folder, choose_foldings, synth=True, device="25k", 
     cosim = CosimSummary(samples=res.samples, mismatches=len(res.mismatches),
                          stress_mismatches=len(res.stress_mismatches), latency=res.latency,
                          model_latency=res.model_latency, ii=res.ii, model_ii=res.model_ii,
+                         clean_cycles=res.clean_cycles, model_clean_cycles=res.model_clean_cycles,
+                         extra_beats=sum(res.extra_beats.values()), unresolved=list(res.unresolved),
                          samples_per_s=res.samples_per_s, build_s=res.build_s)
     synth_fields, rows = None, []
     if synth:

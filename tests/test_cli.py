@@ -76,6 +76,7 @@ def test_run_train_export_sim_end_to_end(tmp_path, capsys):
     cosim = results["hardware"]["cosim"]
     assert cosim["samples"] == 360 and cosim["mismatches"] == 0 and cosim["stress_mismatches"] == 0
     assert (cosim["ii"], cosim["latency"]) == (cosim["model_ii"], cosim["model_latency"])
+    assert cosim["clean_cycles"] == cosim["model_clean_cycles"] and cosim["extra_beats"] == 0
     report = (folder / "report.md").read_text()
     assert "## Verification ladder" in report and "## Hardware" in report
     # export again from the saved checkpoint: the same IR, integer for integer
