@@ -224,7 +224,7 @@ class DenseEngine(wiring.Component):
         # the sums land (are written) sum_delay - 1 cycles after their issue
         flags_d = self._delay(m, flags, geo.sum_delay - 1, "cflags")
         valid, first, last_chunk, end_group = flags_d[0], flags_d[1], flags_d[2], flags_d[3]
-        slot = flags_d[4:4 + len(Signal(range(max(2, layer.weight_bits))))]
+        slot = flags_d[4:4 + bits_for_levels(max(2, layer.weight_bits))]   # the width of `plane`
         buf = flags_d[4 + len(slot):]
         port = sums.write_port()
         totals = []

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lqir import atomic_write_bytes, bits_for_levels, check_backend
-from hwsim.cycles import Folding, layer_timing, network_timing
+from hwsim.cycles import Folding, network_timing
 
 from .engine import DenseEngine
 from .folding import fold_network, network_cost
@@ -79,7 +79,7 @@ def describe(model, foldings, top):
                     **asdict(f), "ii_cycles": t.ii, "latency_cycles": t.latency,
                     "compute_cycles": t.compute_cycles, "finalize_cycles": t.finalize_cycles,
                     "binary_macs": layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits}
-                   for layer, f, t in ((layer, f, layer_timing(layer, f)) for layer, f in zip(model.mac_layers(), foldings))],
+                   for layer, f, t in zip(model.mac_layers(), foldings, timing.per_layer)],
         "binary_macs_per_inference": sum(layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits
                                          for layer in model.mac_layers()),
         "estimate": {"lut4": cost.lut4, "dsp": cost.dsp, "bram": cost.bram},

@@ -17,6 +17,18 @@ settings.load_profile(os.environ.get("LQFLOW_HYPOTHESIS_PROFILE", "lqflow"))
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread for the test (tiny networks on a shared machine run
+    several times faster), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -6,7 +6,6 @@ under Verilator: every logit equals hwsim's, and the cycles equal the cycle mode
 """
 
 import numpy as np
-import torch
 
 from export.lower_compress import lower_compressed
 from hwsim import Simulator
@@ -33,8 +32,7 @@ def _interleave(model):
     return model.__class__(model.input, tuple(layers), model.classes, model.logit_scale, model.meta)
 
 
-def test_ordered_channels_cost_fewer_cycles_and_stay_exact(pruned_mlp, digits, tmp_path):  # noqa: F811
-    torch.set_num_threads(1)
+def test_ordered_channels_cost_fewer_cycles_and_stay_exact(pruned_mlp, digits, tmp_path, one_thread):  # noqa: F811
     ordered = lower_compressed(pruned_mlp, digits.classes)
     mixed = _interleave(ordered)
     first = ordered.mac_layers()[0]

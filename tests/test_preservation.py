@@ -14,13 +14,7 @@ from models.preservation import (PreservationConfig, diverse_indices, saliency_s
 from models.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks on a shared machine: one intra-op thread is several times faster
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _float_net(data, arch, epochs=2):

@@ -22,13 +22,7 @@ from models.train_compress import CompressTrainConfig, Restorer, fit_compress, p
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks on a shared machine: one intra-op thread is several times faster
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the quantizer -----------------------------------------------------------------------
