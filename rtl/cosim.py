@@ -16,6 +16,7 @@ from hwsim.cycles import engine_schedule, layer_timing, network_timing
 from lqir import bits_for_levels
 
 from .toolchain import icarus_check, verilator_env
+from .top import input_stream
 from .verilog import TOP_NAME, write_engine, write_network
 
 __all__ = ["CosimResult", "cosim_network", "cosim_engine", "VERILATOR_WARNINGS", "SIMULATORS"]
@@ -143,7 +144,7 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     verilog, info = write_network(model, foldings, build_dir / "rtl")
     timing = network_timing(model, foldings, inferences=len(x))    # the cycle model, on these samples
     acc_bits = model.mac_layers()[-1].acc_bits
-    bundle = dict(x=_beats(x.reshape(len(x), -1), foldings[0].in_lanes),
+    bundle = dict(x=_beats(input_stream(model, x), foldings[0].in_lanes),
                   lane_width=bits_for_levels(model.input.levels),
                   expected=np.concatenate([expected, pred[:, None]], axis=1),
                   fmt_kind="network", fmt_count=len(model.classes), fmt_width=acc_bits, beats_per_sample=1,

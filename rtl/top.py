@@ -1,5 +1,6 @@
 """The network top: one engine per dense layer, chained by streams, ending in the argmax collector."""
 
+import numpy as np
 from amaranth.hdl import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -10,7 +11,19 @@ from lqir import bits_for_levels, check_backend
 from .collector import ArgmaxCollector
 from .engine import DenseEngine
 
-__all__ = ["NetworkTop"]
+__all__ = ["NetworkTop", "input_stream"]
+
+
+def input_stream(model, x):
+    """Level indices ``[B, *input.shape]`` as the top's input stream wants them: ``[B, n]``.
+
+    Images (``[C, H, W]`` inputs) stream channels-last, pixel by pixel (each pixel's ``C``
+    channels together), as the window units read them; other inputs in C order.
+    """
+    x = np.asarray(x)
+    if len(model.input.shape) == 3:
+        x = x.transpose(0, 2, 3, 1)
+    return x.reshape(len(x), -1)
 
 
 class NetworkTop(wiring.Component):
