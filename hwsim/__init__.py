@@ -1,6 +1,7 @@
 """hwsim — bit-exact NumPy simulator of the lqflow integer IR (numpy only, no torch).
 
-Public API: this package's names and :mod:`hwsim.cycles` (the RTL's cycle model).
+Public API: this package's names, :mod:`hwsim.cycles` (the RTL's cycle model) and
+:mod:`hwsim.stages` (the RTL's streaming stages, which the cycle model steps).
 """
 
 from lqir import Model, load, save

@@ -27,9 +27,11 @@ import numpy as np
 
 from lqir import DenseLayer, UnsupportedLayerError
 
+from .stages import EngineStage, MaxStage, WindowStage, network_stages
+
 __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_latency", "group_planes",
            "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY",
-           "FINAL_DELAY", "SUM_BUFFERS"]
+           "FINAL_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
 
 #: Cycles from a group's last compute issue to its sums being visible to the finalizer,
 #: beyond the popcount tree and the plane-sum tree: memory read, its output register, the write.
@@ -276,7 +278,99 @@ def _guard(cycle):
         raise RuntimeError("cycle model did not converge (a deadlock in the modelled control?)")
 
 
-# --- the network: the engines, the argmax collector, cycle by cycle ---------------------
+# --- window and max stages ------------------------------------------------------------
+
+#: Cycles from a window unit's read issue to its beat being visible in its output FIFO:
+#: the frame buffer's read, its output register, the FIFO write.
+WINDOW_DELAY = 3
+
+
+class WindowModel:
+    """A window unit's control: a loader filling one frame bank while the generator reads the
+    other, one read per cycle while its output FIFO has room (same interface as
+    :class:`EngineModel`)."""
+
+    def __init__(self, stage):
+        self.in_beats, self.out_beats = stage.in_beats, stage.out_beats
+        self.depth = WINDOW_DELAY + 1
+        self.cycle, self.events = 0, {}
+        self.full, self.wb, self.count, self.rb, self.issued = [False, False], 0, 0, 0, 0
+        self.pending, self.level = 0, 0
+
+    @property
+    def in_ready(self):
+        return not self.full[self.wb]
+
+    @property
+    def out_valid(self):
+        return self.level > 0
+
+    def step(self, took_input, gave_output):
+        nxt, issue = {}, self.full[self.rb] and self.level + self.pending < self.depth
+        if took_input:
+            self.count += 1
+            if self.count == self.in_beats:
+                nxt[self.wb], self.wb, self.count = True, 1 - self.wb, 0
+        if issue:
+            self.events.setdefault(self.cycle + WINDOW_DELAY - 1, []).append(self._write_beat)
+            self.issued += 1
+            if self.issued == self.out_beats:
+                nxt[self.rb], self.rb, self.issued = False, 1 - self.rb, 0
+        self.level -= int(gave_output)
+        self.pending += int(issue)
+        for bank, value in nxt.items():
+            self.full[bank] = value
+        for action in self.events.pop(self.cycle, []):
+            action()
+        self.cycle += 1
+
+    def _write_beat(self):
+        self.level += 1
+        self.pending -= 1
+
+
+class MaxModel:
+    """A max unit: ``taps`` beats in, one out, through a one-beat output register."""
+
+    def __init__(self, stage):
+        self.taps, self.tap, self.full = stage.taps, 0, False
+
+    @property
+    def in_ready(self):
+        return not (self.full and self.tap == self.taps - 1)
+
+    @property
+    def out_valid(self):
+        return self.full
+
+    def step(self, took_input, gave_output):
+        if gave_output:
+            self.full = False
+        if took_input:
+            self.tap += 1
+            if self.tap == self.taps:
+                self.tap, self.full = 0, True
+
+
+def stage_model(stage):
+    """The cycle model of one :mod:`hwsim.stages` stage."""
+    if isinstance(stage, WindowStage):
+        return WindowModel(stage)
+    if isinstance(stage, MaxStage):
+        return MaxModel(stage)
+    return EngineModel(engine_schedule(stage.layer, stage.folding))
+
+
+def stage_in_beats(stage):
+    """Input beats of one inference."""
+    if isinstance(stage, WindowStage):
+        return stage.in_beats
+    if isinstance(stage, MaxStage):
+        return stage.beats * stage.taps
+    return engine_schedule(stage.layer, stage.folding).in_beats * stage.vectors
+
+
+# --- the network: the stages, the argmax collector, cycle by cycle ---------------------
 
 @dataclass(frozen=True)
 class NetworkTiming:
@@ -285,7 +379,7 @@ class NetworkTiming:
     ``latency``: cycles from the first input beat of an inference to its output beat.
     ``ii``: cycles between the last two output beats (steady state for enough inferences).
     ``cycles``: from the first input beat to the last output beat of all ``inferences``.
-    ``per_layer``: each engine's own :class:`LayerTiming`.
+    ``per_layer``: each MAC layer's engine on its own (:class:`LayerTiming`, per vector).
     """
 
     latency: int
@@ -295,25 +389,24 @@ class NetworkTiming:
 
 
 def network_timing(model, foldings, inferences=8):
-    """Simulate the control of every engine, its FIFO and the collector, cycle by cycle."""
-    dense = model.mac_layers()
-    schedules = [engine_schedule(layer, f) for layer, f in zip(dense, foldings)]
-    engines = [EngineModel(s) for s in schedules]
-    collect_beats = schedules[-1].out_beats
+    """Simulate the control of every stage, its FIFO and the collector, cycle by cycle."""
+    stages = network_stages(model, foldings)
+    units = [stage_model(stage) for stage in stages]
+    first_beats = stage_in_beats(stages[0])
+    collect_beats = engine_schedule(stages[-1].layer, stages[-1].folding).out_beats
     collected, sending = 0, False
-    fed, starts, outs = 0, [], []
-    total_in = inferences * schedules[0].in_beats
+    fed, starts, outs, cycle = 0, [], [], 0
+    total_in = inferences * first_beats
     while len(outs) < inferences:
-        cycle = engines[0].cycle
-        took = [engines[0].in_ready and fed < total_in]
-        took += [engines[k].out_valid and engines[k + 1].in_ready for k in range(len(engines) - 1)]
-        collect = engines[-1].out_valid and not sending
+        took = [units[0].in_ready and fed < total_in]
+        took += [units[k].out_valid and units[k + 1].in_ready for k in range(len(units) - 1)]
+        collect = units[-1].out_valid and not sending
         if sending:
             outs.append(cycle)
-        if took[0] and fed % schedules[0].in_beats == 0:
+        if took[0] and fed % first_beats == 0:
             starts.append(cycle)
-        for k, engine in enumerate(engines):
-            engine.step(took[k], took[k + 1] if k + 1 < len(engines) else collect)
+        for k, unit in enumerate(units):
+            unit.step(took[k], took[k + 1] if k + 1 < len(units) else collect)
         fed += int(took[0])
         if sending:
             sending = False
@@ -321,6 +414,9 @@ def network_timing(model, foldings, inferences=8):
             collected += 1
             if collected == collect_beats:
                 collected, sending = 0, True
+        cycle += 1
         _guard(cycle)
+    engines = [stage for stage in stages if isinstance(stage, EngineStage)]
     return NetworkTiming(latency=outs[0] - starts[0], ii=outs[-1] - outs[-2] if inferences > 1 else 0,
-                         cycles=outs[-1] - starts[0], per_layer=tuple(layer_timing(layer, f) for layer, f in zip(dense, foldings)))
+                         cycles=outs[-1] - starts[0],
+                         per_layer=tuple(layer_timing(stage.layer, stage.folding) for stage in engines))

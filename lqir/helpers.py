@@ -12,8 +12,8 @@ DEFAULT_COEF_BITS = 8
 
 #: The IR ops each hardware backend can build (hwsim runs every op).
 BACKEND_OPS = {
-    "rtl": ("dense", "flatten"),
-    "hls4ml": ("dense", "flatten"),
+    "rtl": ("dense", "conv2d", "maxpool2d", "flatten"),
+    "hls4ml": ("dense", "conv2d", "maxpool2d", "flatten"),
 }
 _BACKEND_NAMES = {"rtl": "the RTL", "hls4ml": "the hls4ml writer"}
 

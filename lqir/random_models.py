@@ -21,7 +21,7 @@ from .helpers import bits_for_levels
 from .model import (Conv2dLayer, DenseLayer, FlattenLayer, InputSpec, MaxPool2dLayer, Model,
                     accumulator_bounds, input_values, signed_width, weight_values)
 
-__all__ = ["random_mac_layer", "random_dense_model", "random_conv_model", "affine_input",
+__all__ = ["random_mac_layer", "random_dense_model", "random_conv_model", "random_cnn_model", "affine_input",
            "reference_accumulators", "reference_levels"]
 
 # Of the thresholds drawn with ``inputs``, this share stays anywhere in [lo, hi + 1]
@@ -227,4 +227,36 @@ def random_conv_model(rng, in_shape, channels, weight_bits, act_bits, classes=3,
                           in_features=channels * hp[0] * hp[1], out_features=classes)
     layers = (conv0,) + ((pool,) if pooled else ()) + (conv1, FlattenLayer(name="flat"), fc)
     return Model(InputSpec(in_shape, in_levels), layers,
+                 tuple(str(k) for k in range(classes)), 1.0, {"source": "random"})
+
+
+def random_cnn_model(rng, in_shape, blocks, weight_bits, act_bits, classes=3, in_levels=5, inputs=None,
+                     weight_encoding=None):
+    """Conv blocks → flatten → dense. ``blocks``: ``(channels, kernel, stride, padding, pool)``
+    each, ``pool`` a max-pool ``(kernel, stride)`` after the conv or None.
+
+    ``inputs`` (``[B, *in_shape]`` level indices): thresholds on reached accumulators.
+    """
+    x = _check_inputs(inputs, in_levels, tuple(in_shape))
+    layers, shape, levels, in_bits = [], tuple(in_shape), in_levels, bits_for_levels(in_levels)
+    for k, (channels, kernel, stride, padding, pool) in enumerate(blocks):
+        conv = random_mac_layer(rng, Conv2dLayer, f"conv{k}", weight_bits=weight_bits, in_bits=in_bits,
+                                in_levels=levels, output="threshold", out_levels=1 << act_bits,
+                                in_channels=shape[0], out_channels=channels, kernel=kernel, stride=stride,
+                                padding=padding, inputs=x, weight_encoding=weight_encoding)
+        layers.append(conv)
+        shape = conv.output_shape(shape)
+        if x is not None:
+            x = reference_levels(conv, reference_accumulators(conv, x))
+        if pool is not None:
+            layers.append(MaxPool2dLayer(name=f"pool{k}", kernel=pool[0], stride=pool[1]))
+            shape = layers[-1].output_shape(shape)
+            if x is not None:
+                x = _maxpool(x, *pool)
+        levels, in_bits = 1 << act_bits, act_bits
+    layers.append(FlattenLayer(name="flat"))
+    layers.append(random_mac_layer(rng, DenseLayer, "fc", weight_bits=weight_bits, in_bits=in_bits,
+                                   in_levels=levels, output="accumulate", in_features=int(np.prod(shape)),
+                                   out_features=classes, weight_encoding=weight_encoding))
+    return Model(InputSpec(tuple(in_shape), in_levels), tuple(layers),
                  tuple(str(k) for k in range(classes)), 1.0, {"source": "random"})

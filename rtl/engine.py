@@ -47,9 +47,10 @@ class DenseEngine(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(unsigned(in_lanes · bits_for_levels(in_levels))))``
+    i : ``In(stream.Signature(unsigned(in_lanes · bits_for_levels(in_levels + pad))))``
         Input level indices, ``in_lanes`` per beat (lane l in bits ``[l·w, (l+1)·w)``),
-        feature 0 first; the last beat of a vector may be partly empty.
+        feature 0 first; the last beat of a vector may be partly empty. With ``pad``,
+        index ``in_levels`` is a padded convolution tap: code 0, value 0.
     o : ``Out(stream.Signature(unsigned(out_lanes · field)))``
         Output values, ``out_lanes`` per beat, channel 0 first: level indices
         (``threshold`` layers, ``bits_for_levels(out_levels)`` bits each) or accumulators
@@ -59,12 +60,12 @@ class DenseEngine(wiring.Component):
     :class:`hwsim.cycles.EngineModel` (cycle by cycle, under any stalls).
     """
 
-    def __init__(self, layer, folding):
+    def __init__(self, layer, folding, pad=False):
         if not isinstance(folding, Folding):
             raise TypeError(f"Engine folding must be a hwsim.cycles.Folding, not {folding!r}")
-        self.layer, self.folding = layer, folding
+        self.layer, self.folding, self.pad = layer, folding, bool(pad)
         self.schedule = engine_schedule(layer, folding)
-        self.geometry = geo = EngineGeometry.of(layer, folding)
+        self.geometry = geo = EngineGeometry.of(layer, folding, self.pad)
         self.field = (bits_for_levels(layer.out_levels) if layer.output == "threshold" else layer.acc_bits)
         super().__init__({
             "i": In(stream.Signature(unsigned(folding.in_lanes * geo.in_width))),
@@ -110,7 +111,7 @@ class DenseEngine(wiring.Component):
             m.d.sync += [held_beat.eq(self.i.payload), held_valid.eq(1)]
         with m.Elif(take):
             m.d.sync += held_valid.eq(0)
-        rom = _mem(m, "in_code", unsigned(ka), [int(c) for c in layer.in_code])
+        rom = _mem(m, "in_code", unsigned(ka), [int(c) for c in layer.in_code] + [0] * self.pad)
         codes = []
         for lane in range(lanes):
             port = rom.read_port(domain="comb")
@@ -144,7 +145,7 @@ class DenseEngine(wiring.Component):
     def _value_sum(self, m, beat_word, take, last_beat, valid, wb, v_bank):
         """``V = Σ_n value_in[x_n]`` of the vector being loaded, into ``v_bank[wb]`` at its end."""
         geo, lanes = self.geometry, self.folding.in_lanes
-        rom = _mem(m, "in_value", signed(geo.value_width), [int(v) for v in input_values(self.layer)])
+        rom = _mem(m, "in_value", signed(geo.value_width), [int(v) for v in input_values(self.layer)] + [0] * self.pad)
         beat_sum = 0
         for lane in range(lanes):
             port = rom.read_port(domain="comb")

@@ -44,7 +44,8 @@ class EngineGeometry:
     sum_delay: int          # cycles from a group's last issue to its sums being visible
 
     @classmethod
-    def of(cls, layer, folding):
+    def of(cls, layer, folding, pad=False):
+        """``pad``: the input has one more level, a padded tap (code 0, value 0)."""
         schedule = engine_schedule(layer, folding)
         terms = plane_sum_terms(layer.in_coef)
         n = layer.in_features
@@ -56,7 +57,7 @@ class EngineGeometry:
         return cls(in_features=n, out_features=layer.out_features, pe=folding.pe, simd=folding.simd,
                    lanes_in=folding.in_lanes, units=folding.out_lanes, chunks=schedule.chunks,
                    groups=len(schedule.group_planes), planes=group_planes(layer, folding),
-                   blocks=schedule.group_blocks, in_width=bits_for_levels(layer.in_levels),
+                   blocks=schedule.group_blocks, in_width=bits_for_levels(layer.in_levels + int(pad)),
                    sum_width=signed_width(-bound, bound), term_width=signed_width(-term_bound, term_bound),
                    value_width=signed_width(v_lo, v_hi), coef_width=signed_width(-coef, coef),
                    sum_delay=schedule.sum_delay)

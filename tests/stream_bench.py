@@ -61,18 +61,24 @@ def drive(dut, beats, n_out, ready=lambda k: True, gap=lambda k: False, max_cycl
 
 
 def model_transfers(schedule, n_in, n_out, ready=lambda k: True, gap=lambda k: False, max_cycles=200_000):
-    """The same drive against the cycle model: (input transfer cycles, output transfer cycles)."""
-    engine, sent, got, ins, outs = EngineModel(schedule), 0, 0, [], []
-    while got < n_out and engine.cycle < max_cycles:
-        took = sent < n_in and not gap(engine.cycle) and engine.in_ready
-        gave = engine.out_valid and ready(engine.cycle)
+    """The same drive against the cycle model: (input transfer cycles, output transfer cycles).
+
+    ``schedule``: an engine's :class:`hwsim.cycles.EngineSchedule`, or any stage model
+    (``in_ready``, ``out_valid``, ``step``) such as :class:`hwsim.cycles.WindowModel`.
+    """
+    unit = schedule if hasattr(schedule, "in_ready") else EngineModel(schedule)
+    sent, got, ins, outs, cycle = 0, 0, [], [], 0
+    while got < n_out and cycle < max_cycles:
+        took = sent < n_in and not gap(cycle) and unit.in_ready
+        gave = unit.out_valid and ready(cycle)
         if took:
-            ins.append(engine.cycle)
+            ins.append(cycle)
             sent += 1
         if gave:
-            outs.append(engine.cycle)
+            outs.append(cycle)
             got += 1
-        engine.step(took, gave)
+        unit.step(took, gave)
+        cycle += 1
     return ins, outs
 
 

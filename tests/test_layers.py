@@ -23,8 +23,8 @@ ALLOWED = {
     "export": {"lqir", "models", "hwsim"},
     "lqflow": {"lqir", "models", "hwsim", "rtl", "export"},
 }
-#: rtl sees hwsim through its public API only: the package and its cycle model
-HWSIM_PUBLIC = {"hwsim", "hwsim.cycles"}
+#: rtl sees hwsim through its public API only: the package, its cycle model and the stages it models
+HWSIM_PUBLIC = {"hwsim", "hwsim.cycles", "hwsim.stages"}
 LAZY_OK = {"lqflow"}
 
 
