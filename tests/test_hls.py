@@ -18,6 +18,7 @@ import lqir as ir
 from export.lower import lower
 from lqir.random_models import random_conv_model, random_dense_model
 from hwsim import Simulator
+from tests.test_hls_conv import run_plan as run_image_plan
 from tests.test_ties import run_plan
 
 
@@ -88,10 +89,12 @@ def test_every_precision_is_ours(tmp_path, rng):
         assert {p.replace("ap_", "") for p in wanted[layer.name].values()} >= types - {"uint<1>"}, (layer.name, types)
 
 
-def test_conv_models_are_refused_by_name(rng):
-    model = random_conv_model(rng, (1, 5, 5), 2, 2, 2)
-    with pytest.raises(ExpressError, match=r"layers\[0\] \(conv0\): the hls4ml writer supports dense and flatten layers only, not 'conv2d'"):
-        plan_hls(model)
+def test_conv_models_are_planned(rng):
+    """conv2d, maxpool2d and flatten are exact too (tests/test_hls_conv.py compiles them)."""
+    x = rng.integers(0, 5, size=(12, 2, 6, 5))
+    model = random_conv_model(rng, (2, 6, 5), 3, 2, 2, inputs=x)
+    assert {"conv", "maxpool", "flatten"} <= {layer.kind for layer in plan_hls(model)}
+    np.testing.assert_array_equal(run_image_plan(plan_hls(model), x), Simulator(model).run(x))
 
 
 def test_widths_beyond_exact_transport_are_refused(rng):
