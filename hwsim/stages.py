@@ -25,8 +25,8 @@ import numpy as np
 from lqir import (Conv2dLayer, DenseLayer, FlattenLayer, MaxPool2dLayer, UnsupportedLayerError, bits_for_levels,
                   conv_output_size, pool_output_size)
 
-__all__ = ["WindowStage", "MaxStage", "EngineStage", "conv_as_dense", "dense_after_flatten", "network_stages",
-           "stage_levels"]
+__all__ = ["WindowStage", "MaxStage", "EngineStage", "conv_as_dense", "dense_after_flatten", "engine_views",
+           "network_stages", "stage_levels"]
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,9 @@ class EngineStage:
 
     name: str
     layer: DenseLayer
-    folding: object         # hwsim.cycles.Folding
     vectors: int
     pad: bool               # the input has a pad level (one past in_levels): code 0, value 0
+    folding: object         # hwsim.cycles.Folding
     mac_index: int
 
 
@@ -143,6 +143,21 @@ def dense_after_flatten(layer, shape):
     return replace(layer, weight_code=np.ascontiguousarray(layer.weight_code[:, order]))
 
 
+def engine_views(model):
+    """Per MAC layer: ``(dense layer its engine computes, vectors per inference, padded input)``."""
+    shapes, views, flat_from = model.layer_shapes(), [], None
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, FlattenLayer) and len(shapes[index]) == 3:
+            flat_from = shapes[index]
+        elif isinstance(layer, Conv2dLayer):
+            out_h, out_w = shapes[index + 1][1:]
+            views.append((conv_as_dense(layer), out_h * out_w, layer.padding > 0))
+        elif isinstance(layer, DenseLayer):
+            views.append((dense_after_flatten(layer, flat_from) if flat_from is not None else layer, 1, False))
+            flat_from = None        # only the first dense layer reads the flattened image
+    return views
+
+
 def stage_levels(model):
     """Level count of every layer's input, then of the output (None after 'accumulate')."""
     levels = [model.input.levels]
@@ -156,13 +171,12 @@ def stage_levels(model):
 
 def network_stages(model, foldings):
     """The stages of ``model``'s network top, checking that every stream's lanes chain."""
-    shapes, levels = model.layer_shapes(), stage_levels(model)
+    shapes, levels, views = model.layer_shapes(), stage_levels(model), engine_views(model)
     foldings = list(foldings)
-    stages, mac, lanes, flat_from = [], 0, None, None
+    stages, mac, lanes = [], 0, None
     for index, layer in enumerate(model.layers):
         shape = shapes[index]
         if isinstance(layer, FlattenLayer):
-            flat_from = shape if len(shape) == 3 else flat_from
             continue
         if isinstance(layer, MaxPool2dLayer):
             lanes = lanes or 1          # a max-pool on the network input: one value per beat
@@ -182,15 +196,12 @@ def network_stages(model, foldings):
         if isinstance(layer, Conv2dLayer):
             stages.append(WindowStage(f"{layer.name}_window", tuple(shape), layer.kernel, layer.stride,
                                       layer.padding, folding.in_lanes, levels[index], taps_inner=False))
-            out_h, out_w = shapes[index + 1][1:]
-            stages.append(EngineStage(layer.name, conv_as_dense(layer), folding, out_h * out_w,
-                                      pad=layer.padding > 0, mac_index=mac))
+            stages.append(EngineStage(layer.name, *views[mac], folding=folding, mac_index=mac))
             if layer.out_channels % folding.out_lanes:
                 raise ValueError(f"Folding: {layer.name} has {layer.out_channels} channels, which out_lanes "
                                  f"{folding.out_lanes} does not divide (a beat may not straddle two pixels)")
         elif isinstance(layer, DenseLayer):
-            dense = dense_after_flatten(layer, flat_from) if flat_from is not None else layer
-            stages.append(EngineStage(layer.name, dense, folding, 1, pad=False, mac_index=mac))
+            stages.append(EngineStage(layer.name, *views[mac], folding=folding, mac_index=mac))
         else:
             raise UnsupportedLayerError(f"layers[{index}] ({layer.name}): the RTL has no stage for {layer.op!r}")
         lanes, mac = folding.out_lanes, mac + 1

@@ -1,4 +1,4 @@
-"""The ``lqflow`` command line: run, train, export, sim, verilog, cosim, synth, hls4ml."""
+"""The ``lqflow`` command line: run, train, export, sim, verilog, cosim, synth, hls4ml, sweep."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import hwsim
 from lqir import DEFAULT_COEF_BITS, atomic_save_npy, save
 
-from . import cli_compress, cli_hardware, cli_hls, cli_qonnx
+from . import cli_compress, cli_hardware, cli_hls, cli_qonnx, cli_sweep
 from .cli_common import (UsageError, add_model_io, check_output_file, check_output_folder, describe_os_error,
                          input_paths, inputs_from_args, positive_int, print_table)
 from .flow import COEF_BITS, RunConfig, data_meta_of, export_checkpoint, run, train_models
@@ -57,7 +57,7 @@ def cmd_run(args):
     folder = _run_folder(args, cfg)
     hardware = None if args.no_rtl else dict(
         choose_foldings=lambda model: cli_hardware.foldings_from_args(model, args), freq_mhz=args.freq,
-        device=args.device, synth=not args.no_synth, hls4ml=not args.no_hls4ml)
+        synth=not args.no_synth, hls4ml=not args.no_hls4ml)
     result, folder = run(cfg, folder, progress=not args.quiet, hardware=hardware)
     print_table(f"Verification ladder ({result.ladder.samples} test samples)",
                 ["step", "check", "result", "status"], [row.cells() for row in result.rows()])
@@ -152,6 +152,7 @@ def build_parser():
     cli_hls.register(sub)
     cli_qonnx.register(sub)
     cli_compress.register(sub)
+    cli_sweep.register(sub)
     return parser
 
 

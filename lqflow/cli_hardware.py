@@ -22,9 +22,9 @@ DEVICES = ["25k", "45k", "85k"]
 def add_folding_options(p, device=True):
     """Folding options: explicit --pe/--simd/--lanes, or a target; by default 1 M inferences/s."""
     p.add_argument("--pe", type=positive_int, nargs="+",
-                   help="output channels per compute cycle: one value or one per dense layer")
+                   help="output channels per compute cycle: one value or one per MAC (dense or conv2d) layer")
     p.add_argument("--simd", type=positive_int, nargs="+",
-                   help="inputs per compute cycle: one value or one per dense layer")
+                   help="inputs per compute cycle: one value or one per MAC layer")
     p.add_argument("--lanes", type=positive_int, nargs="+",
                    help="values per output beat (= finalizer units, must divide PE): one or one per layer")
     p.add_argument("--target-ii", type=positive_int,
@@ -35,31 +35,43 @@ def add_folding_options(p, device=True):
     p.add_argument("--freq", type=positive_float, default=150.0,
                    help="clock in MHz the folding is chosen for, and the synthesis target (default 150)")
     if device:
-        p.add_argument("--device", default="25k", choices=DEVICES, help="ECP5 size (default 25k)")
+        p.add_argument("--device", choices=DEVICES,
+                       help="ECP5 size (default: the smallest the folding fits, from 25k)")
 
 
 def foldings_from_args(model, args):
-    """``(foldings, note)``: the folding the options ask for and a sentence saying which."""
-    from rtl.folding import fits, fold_for_rate, fold_network, network_cost, target_ii_for
+    """``(foldings, note, device)``: the folding the options ask for, a sentence saying which,
+    and the ECP5 size it is meant for (``--device``, or the smallest it fits)."""
+    from rtl.folding import fits, fold_for_rate, fold_for_smallest_device, fold_network, network_cost, target_ii_for
     from rtl.verilog import choose_foldings
 
+    device = getattr(args, "device", None)
     explicit = any(v is not None for v in (args.pe, args.simd, args.lanes, args.target_ii))
     if explicit:
         if args.target_fps is not None:
             raise ValueError("Folding: give either --pe/--simd/--lanes/--target-ii or --target-fps, not both")
         foldings = choose_foldings(model, pe=args.pe, simd=args.simd, out_lanes=args.lanes, target_ii=args.target_ii)
-        return foldings, "folding as given"
-    device = getattr(args, "device", "25k")
+        return foldings, "folding as given", device or _smallest_holding(network_cost(model, foldings))
     if args.target_fps is None:
-        return fold_for_rate(model, 1_000_000, args.freq, device)
+        if device is None:
+            return fold_for_smallest_device(model, 1_000_000, args.freq)
+        return (*fold_for_rate(model, 1_000_000, args.freq, device), device)
     ii = target_ii_for(args.target_fps, args.freq)
     foldings = fold_network(model, ii)
     cost = network_cost(model, foldings)
-    if not fits(cost, device):
+    chosen = device or _smallest_holding(cost)
+    if not fits(cost, chosen):
         raise ValueError(f"Folding: {args.target_fps:,.0f} inferences/s needs about {cost.lut4:,} LUT4, {cost.dsp} DSP "
-                         f"and {cost.bram} DP16KD, more than the {device} device has; choose a larger --device, "
+                         f"and {cost.bram} DP16KD, more than the {chosen} device has; choose a larger --device, "
                          "a lower --target-fps, or leave it out for the fastest folding that fits")
-    return foldings, f"folding for {args.target_fps:,.0f} inferences/s at {args.freq:g} MHz (II {ii} cycles)"
+    return foldings, f"folding for {args.target_fps:,.0f} inferences/s at {args.freq:g} MHz (II {ii} cycles)", chosen
+
+
+def _smallest_holding(cost):
+    """The smallest ECP5 an estimated cost fits (the largest when none does: its check then says so)."""
+    from rtl.folding import DEVICE_LIMITS, fits
+
+    return next((d for d in DEVICE_LIMITS if fits(cost, d)), list(DEVICE_LIMITS)[-1])
 
 
 def cmd_verilog(args):
@@ -67,9 +79,9 @@ def cmd_verilog(args):
     from rtl.verilog import write_network
 
     model = hwsim.load(args.model)
-    foldings, note = foldings_from_args(model, args)
-    print(note)
-    path, info = write_network(model, foldings, args.out)
+    foldings, note, device = foldings_from_args(model, args)
+    print(f"{note} (for the {device} device)")
+    path, info = write_network(model, foldings, args.out, device=device)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     for layer in info["layers"]:
         print(f"  {layer['name']}: {layer['in_features']}→{layer['out_features']}, PE {layer['pe']}, "
@@ -90,7 +102,7 @@ def cmd_cosim(args):
     from rtl.cosim import cosim_network
 
     model = hwsim.load(args.model)
-    foldings, note = foldings_from_args(model, args)
+    foldings, note, _ = foldings_from_args(model, args)
     print(note)
     x, labels = inputs_from_args(model, args)
     if args.limit:
@@ -142,15 +154,17 @@ def cmd_synth(args):
             raise ValueError(f"no integer {missing[0]!r}; write it again with this lqflow's 'lqflow verilog'")
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"{desc}: not a description written by 'lqflow verilog' ({exc})") from None
-    print(f"synthesizing for LFE5U-{args.device[:-1]}F (yosys synth_ecp5, nextpnr-ecp5) ...")
-    report = synthesize(verilog, folder / "synth", device=args.device, target_mhz=args.freq, description=info)
+    recorded = info.get("device") if info.get("device") in DEVICES else "25k"
+    device = args.device or recorded
+    print(f"synthesizing for LFE5U-{device[:-1]}F (yosys synth_ecp5, nextpnr-ecp5) ...")
+    report = synthesize(verilog, folder / "synth", device=device, target_mhz=args.freq, description=info)
     for row in figure_rows(report, info):
         print(f"  {row[0]:<22} {row[1]}")
     return 0
 
 
 def register(sub):
-    p = sub.add_parser("verilog", help="generate Verilog for an IR model (dense layers)")
+    p = sub.add_parser("verilog", help="generate Verilog for an IR model (dense, conv2d, maxpool2d, flatten)")
     p.add_argument("model", type=Path, help="IR file (.lqir.npz)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     add_folding_options(p)
@@ -167,6 +181,7 @@ def register(sub):
     p.set_defaults(func=cmd_cosim)
     p = sub.add_parser("synth", help="synthesize and place-and-route a 'lqflow verilog' folder for ECP5")
     p.add_argument("folder", type=Path, help="folder written by 'lqflow verilog'")
-    p.add_argument("--device", default="25k", choices=DEVICES, help="ECP5 size (default 25k)")
+    p.add_argument("--device", choices=DEVICES,
+                   help="ECP5 size (default: the one 'lqflow verilog' chose, recorded in lqflow_top.json)")
     p.add_argument("--freq", type=positive_float, default=150.0, help="target clock in MHz (default 150)")
     p.set_defaults(func=cmd_synth)

@@ -334,7 +334,7 @@ def hardware_estimate(model, x_test, folder):
     """The hook ``lqflow compress`` runs by default: cycles per inference (the cycle model)
     and estimated LUT4 / DP16KD (``rtl.folding``) of the RTL at one fixed folding (PE 8, SIMD
     16, one value per beat), the same for every variant, so that the columns compare the
-    models, not foldings.  Convolutional models (no RTL) get no columns."""
+    models, not foldings."""
     from hwsim.cycles import network_timing
     from lqir import UnsupportedLayerError, check_backend
     from rtl.folding import network_cost

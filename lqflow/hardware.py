@@ -82,11 +82,11 @@ class HlsStepResult:
                           f"{self.samples} samples, {self.mismatches} mismatches", Status.of(self.mismatches == 0))]
 
 
-def hardware_steps(model, x, folder, choose_foldings, synth=True, device="25k", freq_mhz=150.0, log=print):
+def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0, log=print):
     """Run the RTL steps on the test inputs; returns a :class:`HardwareResult`.
 
-    ``choose_foldings(model)`` returns ``(foldings, note)`` (the CLI's folding options);
-    the note is logged.  Synthesis targets ``freq_mhz`` on ``device``.
+    ``choose_foldings(model)`` returns ``(foldings, note, device)`` (the CLI's folding
+    options); the note is logged.  Synthesis targets ``freq_mhz`` on ``device``.
     """
     try:
         check_backend(model, "rtl")
@@ -95,10 +95,10 @@ def hardware_steps(model, x, folder, choose_foldings, synth=True, device="25k", 
     from rtl.cosim import cosim_network
     from rtl.verilog import write_network
 
-    foldings, note = choose_foldings(model)
+    foldings, note, device = choose_foldings(model)
     log(f"folding: {note}")
     log("writing Verilog ...")
-    verilog, info = write_network(model, foldings, folder / "rtl")
+    verilog, info = write_network(model, foldings, folder / "rtl", device=device)
     log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
     res = cosim_network(model, x, foldings, folder / "cosim_build", stress=True)
     cosim = CosimSummary(samples=res.samples, mismatches=len(res.mismatches),

@@ -9,12 +9,13 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 from dataclasses import dataclass
 
 from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
-from lqir import check_backend
+from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
+from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
 from .images import EngineGeometry
 
-__all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "network_cost", "fold_for_ii", "fold_network",
-           "fits", "target_ii_for", "fold_for_rate"]
+__all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "stage_cost", "network_cost", "fold_for_ii",
+           "fold_network", "fits", "target_ii_for", "fold_for_rate", "fold_for_smallest_device"]
 
 #: ECP5 resources per ``--device``: LUT4, MULT18X18D, DP16KD.
 DEVICE_LIMITS = {"25k": (24_288, 28, 56), "45k": (43_848, 72, 108), "85k": (83_640, 156, 208)}
@@ -30,6 +31,7 @@ COST = {
     "input_bit": 3.0,        # per bit of an input bank word (placement, buffers, read mux)
     "lane": 12.0,            # per input lane: code ROM, value ROM
     "engine": 250.0,         # counters, handshakes, FIFO control per engine
+    "window": 160.0,         # a window unit's counters, address adders, range checks, FIFO control
     "placement": 1.08,       # placed / synthesized (route-through LUTs)
 }
 BRAM_BITS = 18 * 1024
@@ -60,8 +62,24 @@ def engine_cost(layer, folding):
     return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=bram)
 
 
+def _memory_bram(bits):
+    return -(-bits // BRAM_BITS) if bits > 4096 else 0
+
+
+def stage_cost(stage):
+    """Estimated LUT4, DSP and DP16KD of one :mod:`hwsim.stages` stage."""
+    if isinstance(stage, EngineStage):
+        return engine_cost(stage.layer, stage.folding)
+    if isinstance(stage, WindowStage):
+        logic = COST["window"] + stage.lanes * stage.out_width * (COST["input_bit"] + COST["mux_bit_input"])
+        bram = _memory_bram(2 * stage.in_beats * stage.lanes * stage.in_width)
+        return EngineCost(lut4=int(logic * COST["placement"]), dsp=0, bram=bram)
+    logic = 20 + stage.lanes * stage.width * (COST["adder_bit"] + 2 * COST["mux_bit_input"])
+    return EngineCost(lut4=int(logic * COST["placement"]), dsp=0, bram=0)
+
+
 def network_cost(model, foldings):
-    costs = [engine_cost(layer, f) for layer, f in zip(model.mac_layers(), foldings)]
+    costs = [stage_cost(stage) for stage in network_stages(model, foldings)]
     return EngineCost(lut4=sum(c.lut4 for c in costs), dsp=sum(c.dsp for c in costs),
                       bram=sum(c.bram for c in costs))
 
@@ -90,16 +108,18 @@ def _bound(layer, folding):
     return max(s.in_beats, compute, finalize, s.out_beats)
 
 
-def fold_for_ii(layer, target_ii, in_lanes=1):
+def fold_for_ii(layer, target_ii, in_lanes=1, out_lanes=None):
     """The cheapest folding (fewest estimated LUT4) whose engine initiation interval is at
-    most ``target_ii`` cycles, taking ``in_lanes`` input values per beat.
+    most ``target_ii`` cycles, taking ``in_lanes`` input values per beat and emitting a
+    number of values per beat that ``out_lanes(u)`` allows (any, by default).
 
     Raises ``ValueError`` if no folding reaches it.
     """
+    allowed = out_lanes or (lambda u: True)
     candidates = []
     for pe in _steps(layer.out_features):
         for simd in sorted({-(-n // in_lanes) * in_lanes for n in _steps(layer.in_features)}):
-            for units in (u for u in range(1, pe + 1) if pe % u == 0):
+            for units in (u for u in range(1, pe + 1) if pe % u == 0 and allowed(u)):
                 folding = Folding(pe, simd, units, in_lanes)
                 if _bound(layer, folding) <= target_ii:
                     candidates.append((engine_cost(layer, folding).lut4, pe * simd, folding))
@@ -113,13 +133,19 @@ def fold_for_ii(layer, target_ii, in_lanes=1):
 
 def fold_network(model, target_ii):
     """Per-layer foldings, each the cheapest reaching ``target_ii``; lanes chained so that
-    each layer takes as many values per beat as the previous one emits."""
+    each layer takes as many values per beat as the previous one emits, and every image
+    stream carries enough values per beat for its window units to keep the pace."""
     check_backend(model, "rtl")
-    dense = model.mac_layers()
-    in_lanes = _first_lanes(dense[0], target_ii)
-    foldings = []
-    for layer in dense:
-        folding = fold_for_ii(layer, target_ii, in_lanes)
+    views, needs = engine_views(model), _stream_lanes(model, target_ii)
+    foldings, in_lanes = [], needs[0][0]
+    for k, (view, vectors, _) in enumerate(views):
+        per_vector = target_ii // vectors
+        if per_vector < 1:
+            raise ValueError(f"{view.name}: {vectors} output pixels need more than {target_ii} cycles")
+        least, channels = needs[k + 1] if k + 1 < len(views) else (1, None)
+        allowed = (lambda u, least=least, channels=channels:
+                   u >= least and (channels is None or channels % u == 0))
+        folding = fold_for_ii(view, per_vector, in_lanes, allowed)
         foldings.append(folding)
         in_lanes = folding.out_lanes
     if network_timing(model, foldings).ii > target_ii:
@@ -127,11 +153,33 @@ def fold_network(model, target_ii):
     return foldings
 
 
-def _first_lanes(layer, target_ii):
-    for lanes in range(1, layer.in_features + 1):
-        if -(-layer.in_features // lanes) <= target_ii:
-            return lanes
-    return layer.in_features
+def _stream_lanes(model, target_ii):
+    """Per MAC layer: ``(fewest values per beat of its input stream, channel count they must
+    divide or None)`` for every window unit and engine input on that stream to reach ``target_ii``."""
+    shapes, needs, beats, channels = model.layer_shapes(), [], [], None
+    for index, layer in enumerate(model.layers):
+        shape = shapes[index]
+        if isinstance(layer, (Conv2dLayer, MaxPool2dLayer)):
+            pad = layer.padding if isinstance(layer, Conv2dLayer) else 0
+            out = [conv_output_size(n, layer.kernel, layer.stride, pad) for n in shape[1:]]
+            channels = shape[0]
+            beats += [shape[0] * shape[1] * shape[2], out[0] * out[1] * layer.kernel ** 2 * shape[0]]
+        elif isinstance(layer, DenseLayer):
+            beats.append(layer.in_features)
+        if isinstance(layer, (Conv2dLayer, DenseLayer)):
+            needs.append(_least_lanes(layer.name, beats, channels, target_ii))
+            beats, channels = [], None
+    return needs
+
+
+def _least_lanes(name, beats, channels, target_ii):
+    """The fewest lanes (dividing ``channels``) with every stage's ``ceil(values / lanes)`` in the target."""
+    top = channels or max(beats)
+    for lanes in range(1, top + 1):
+        if (channels is None or channels % lanes == 0) and all(-(-b // lanes) <= target_ii for b in beats):
+            return lanes, channels
+    raise ValueError(f"{name}: its input stream cannot reach an initiation interval of {target_ii} cycles "
+                     f"(at most {top} values per beat)")
 
 
 def target_ii_for(fps, freq_mhz):
@@ -150,19 +198,57 @@ def fold_for_rate(model, fps, freq_mhz, device):
     """Foldings for ``fps`` at ``freq_mhz`` if they fit ``device`` (estimated), else the
     fastest that fits.  Returns ``(foldings, note)``; the note says which was chosen."""
     wanted = target_ii_for(fps, freq_mhz)
-    ii, tried = wanted, 0
-    while True:
-        try:
-            foldings = fold_network(model, ii)
-        except ValueError:
-            foldings = None
+    found, reachable = _fastest_fitting(model, wanted, device)
+    ii = network_timing(model, found).ii
+    rate = freq_mhz * 1e6 / ii
+    if ii <= wanted:
+        return found, f"folding for {fps:,.0f} inferences/s at {freq_mhz:g} MHz (II {ii} cycles)"
+    why = (f"does not fit the {device} device" if reachable else
+           "is out of this model's reach (its image streams cannot carry enough values per beat)")
+    return found, (f"{fps:,.0f} inferences/s {why}; the fastest folding that fits: II {ii} cycles, "
+                   f"{rate:,.0f} inferences/s at {freq_mhz:g} MHz")
+
+
+def _fastest_fitting(model, wanted, device):
+    """``(foldings, whether any folding reached wanted)``: the smallest II that fits, found by
+    growing the II by a quarter at a time, then bisecting the last step."""
+    ii, fitted, failed, reachable = wanted, None, wanted - 1, False
+    for _ in range(60):
+        foldings = _try_fold(model, ii)
+        reachable |= foldings is not None and ii == wanted
         if foldings is not None and fits(network_cost(model, foldings), device):
-            rate = freq_mhz * 1e6 / network_timing(model, foldings).ii
-            if ii == wanted:
-                return foldings, f"folding for {fps:,.0f} inferences/s at {freq_mhz:g} MHz (II {ii} cycles)"
-            return foldings, (f"{fps:,.0f} inferences/s does not fit the {device} device; the fastest folding "
-                              f"that fits: II {ii} cycles, {rate:,.0f} inferences/s at {freq_mhz:g} MHz")
-        tried += 1
-        ii = max(ii + 1, int(ii * 1.25))
-        if tried > 60:
-            raise ValueError(f"no folding of this model fits the {device} device; choose a larger --device")
+            fitted = (ii, foldings)
+            break
+        failed, ii = ii, max(ii + 1, int(ii * 1.25))
+    if fitted is None:
+        raise ValueError(f"no folding of this model fits the {device} device; choose a larger --device")
+    lo, (hi, best) = failed, fitted
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        foldings = _try_fold(model, mid)
+        if foldings is not None and fits(network_cost(model, foldings), device):
+            hi, best = mid, foldings
+        else:
+            lo = mid
+    return best, reachable
+
+
+def _try_fold(model, ii):
+    try:
+        return fold_network(model, ii)
+    except ValueError:
+        return None
+
+
+def fold_for_smallest_device(model, fps, freq_mhz):
+    """:func:`fold_for_rate` on the smallest ECP5 the model fits (from the 25F up).
+    Returns ``(foldings, device, note)``."""
+    for device in DEVICE_LIMITS:
+        try:
+            foldings, note = fold_for_rate(model, fps, freq_mhz, device)
+        except ValueError:
+            continue
+        if device != next(iter(DEVICE_LIMITS)):
+            note += f"; on the {device} device, the smallest ECP5 this model fits"
+        return foldings, device, note
+    raise ValueError(f"no folding of this model fits any ECP5 ({', '.join(DEVICE_LIMITS)})")

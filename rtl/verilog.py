@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lqir import atomic_write_bytes, bits_for_levels, check_backend
 from hwsim.cycles import Folding, network_timing
+from hwsim.stages import EngineStage, engine_views
 
 from .engine import DenseEngine
 from .folding import fold_network, network_cost
@@ -22,7 +23,7 @@ def choose_foldings(model, pe=None, simd=None, out_lanes=None, target_ii=None):
     each layer takes as many values per beat as the previous emits), or the cheapest
     foldings reaching ``target_ii`` cycles (:func:`rtl.folding.fold_network`)."""
     check_backend(model, "rtl")
-    dense = model.mac_layers()
+    dense = [view for view, _, _ in engine_views(model)]
     if target_ii is not None:
         if pe is not None or simd is not None or out_lanes is not None:
             raise ValueError("Folding: give either --pe/--simd/--lanes or a target (--target-ii, --target-fps), not both")
@@ -49,7 +50,7 @@ def _per_layer(name, values, dense):
     if len(values) == 1:
         values = values * len(dense)
     if len(values) != len(dense):
-        raise ValueError(f"Folding: --{name} takes one value or one per dense layer ({len(dense)}), got {len(values)}")
+        raise ValueError(f"Folding: --{name} takes one value or one per MAC layer ({len(dense)}), got {len(values)}")
     return values
 
 
@@ -58,6 +59,8 @@ def describe(model, foldings, top):
     timing = network_timing(model, foldings)
     classes, acc_bits, _ = top.collector_shape
     cost = network_cost(model, foldings)
+    engines = [stage for stage in top.stages if isinstance(stage, EngineStage)]
+    order = "channels-last ([H, W, C], a pixel's channels together)" if len(model.input.shape) == 3 else "C order"
     return {
         "top": TOP_NAME,
         "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)",
@@ -65,7 +68,7 @@ def describe(model, foldings, top):
             "i__payload": {"dir": "in", "width": top.in_lanes * top.in_width,
                            "lanes": top.in_lanes, "lane_width": top.in_width,
                            "meaning": f"{top.in_lanes} input level index(es) per beat, lane l in bits "
-                                      f"[l*{top.in_width}, (l+1)*{top.in_width}), C order of shape "
+                                      f"[l*{top.in_width}, (l+1)*{top.in_width}), {order} of shape "
                                       f"{list(model.input.shape)}; the last beat of an inference may be "
                                       "partly empty (its unused lanes are ignored)"},
             "i__valid": {"dir": "in", "width": 1}, "i__ready": {"dir": "out", "width": 1},
@@ -74,14 +77,15 @@ def describe(model, foldings, top):
                                       f"top {bits_for_levels(classes)} bits: predicted class"},
             "o__valid": {"dir": "out", "width": 1}, "o__ready": {"dir": "in", "width": 1},
         },
-        "layers": [{"name": layer.name, "in_features": layer.in_features, "out_features": layer.out_features,
-                    "weight_bits": layer.weight_bits, "in_bits": layer.in_bits, "acc_bits": layer.acc_bits,
-                    **asdict(f), "ii_cycles": t.ii, "latency_cycles": t.latency,
+        "layers": [{"name": e.name, "op": model.mac_layers()[e.mac_index].op, "vectors": e.vectors,
+                    "in_features": e.layer.in_features, "out_features": e.layer.out_features,
+                    "weight_bits": e.layer.weight_bits, "in_bits": e.layer.in_bits, "acc_bits": e.layer.acc_bits,
+                    **asdict(e.folding), "ii_cycles": t.ii, "latency_cycles": t.latency,
                     "compute_cycles": t.compute_cycles, "finalize_cycles": t.finalize_cycles,
-                    "binary_macs": layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits}
-                   for layer, f, t in zip(model.mac_layers(), foldings, timing.per_layer)],
-        "binary_macs_per_inference": sum(layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits
-                                         for layer in model.mac_layers()),
+                    "binary_macs": _binary_macs(e)}
+                   for e, t in zip(engines, timing.per_layer)],
+        "stages": [{"name": st.name, "unit": type(st).__name__} for st in top.stages],
+        "binary_macs_per_inference": sum(_binary_macs(e) for e in engines),
         "estimate": {"lut4": cost.lut4, "dsp": cost.dsp, "bram": cost.bram},
         "latency_cycles": timing.latency,
         "initiation_interval_cycles": timing.ii,
@@ -90,13 +94,23 @@ def describe(model, foldings, top):
     }
 
 
-def write_network(model, foldings, out_dir):
-    """Write ``lqflow_top.v`` and ``lqflow_top.json``; returns (verilog path, description)."""
+def _binary_macs(stage):
+    """One weight bit-plane times one input bit-plane, per input, output and vector."""
+    layer = stage.layer
+    return stage.vectors * layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits
+
+
+def write_network(model, foldings, out_dir, device=None):
+    """Write ``lqflow_top.v`` and ``lqflow_top.json``; returns (verilog path, description).
+
+    ``device``: the ECP5 size the folding was chosen for, recorded for ``lqflow synth``."""
     top = NetworkTop(model, foldings)
     text = to_verilog(top, TOP_NAME)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = describe(model, foldings, top)
+    if device is not None:
+        info["device"] = device
     v_path = atomic_write_bytes(out_dir / f"{TOP_NAME}.v", text.encode())
     atomic_write_bytes(out_dir / f"{TOP_NAME}.json", json.dumps(info, indent=2).encode())
     return v_path, info

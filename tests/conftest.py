@@ -45,7 +45,7 @@ def _train(arch, quantizer, wbits, abits, epochs=20):
     from models.data import load_dataset
 
     cfg = RunConfig(arch=arch, quantizer=quantizer, weight_bits=wbits, act_bits=abits,
-                    float_epochs=epochs, qat_epochs=epochs, widths=(64, 64) if arch == "mlp" else (8, 16))
+                    float_epochs=epochs, qat_epochs=epochs, widths=(64, 64) if arch == "mlp" else (16, 32))
     data = load_dataset("digits", seed=0)
     float_net, qat_net, _ = train_models(cfg, data, progress=False)
     return float_net, qat_net

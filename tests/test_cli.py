@@ -134,7 +134,7 @@ def test_verilog_target_fps_reaches_its_rate(model_file, tmp_path, capsys):
 def test_folding_options_are_checked(model_file, tmp_path, capsys):
     _, path = model_file
     assert main(["verilog", str(path), "-o", str(tmp_path), "--pe", "1", "2", "3"]) == 2
-    assert "--pe takes one value or one per dense layer (2)" in capsys.readouterr().err
+    assert "--pe takes one value or one per MAC layer (2)" in capsys.readouterr().err
     # two weight planes take two compute cycles per vector, however wide the folding
     assert main(["verilog", str(path), "-o", str(tmp_path), "--target-ii", "1"]) == 2
     assert "no folding reaches an initiation interval of 1 cycles" in capsys.readouterr().err
