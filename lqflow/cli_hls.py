@@ -18,13 +18,12 @@ def cmd_hls4ml(args):
     check_output_folder(args.out, "-o/--out", input_paths(args))
     if args.save:
         check_output_file(args.save, "--save", input_paths(args))
-    from export.hls import hls_cosim
+    from export.hls import HLS_CLASS, hls_cosim
 
     model = hwsim.load(args.model)
     x, labels = inputs_from_args(model, args)
     res = hls_cosim(model, x, args.out)
-    rows = [(layer.name, "Input" if layer.kind == "input" else "Dense" if layer.kind == "dense" else "ReLU",
-             layer.n_out, ", ".join(f"{k} {v}" for k, v in layer.precision.items()), 1) for layer in res.plan]
+    rows = [(layer.name, HLS_CLASS[layer.kind], layer.n_out, ", ".join(f"{k} {v}" for k, v in layer.precision.items()), 1) for layer in res.plan]
     print_table(f"hls4ml project {args.out} (Vitis, io_parallel, Latency strategy)",
            ["layer", "type", "outputs", "precision", "reuse"], rows)
     print(f"C simulation compiled in {res.compile_s:.1f} s (g++)")

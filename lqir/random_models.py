@@ -231,9 +231,10 @@ def random_conv_model(rng, in_shape, channels, weight_bits, act_bits, classes=3,
 
 
 def random_cnn_model(rng, in_shape, blocks, weight_bits, act_bits, classes=3, in_levels=5, inputs=None,
-                     weight_encoding=None):
-    """Conv blocks → flatten → dense. ``blocks``: ``(channels, kernel, stride, padding, pool)``
-    each, ``pool`` a max-pool ``(kernel, stride)`` after the conv or None.
+                     weight_encoding=None, hidden=()):
+    """Conv blocks → flatten → dense (``hidden`` threshold layers, then the logits).
+    ``blocks``: ``(channels, kernel, stride, padding, pool)`` each, ``pool`` a max-pool
+    ``(kernel, stride)`` after the conv or None.
 
     ``inputs`` (``[B, *in_shape]`` level indices): thresholds on reached accumulators.
     """
@@ -255,8 +256,18 @@ def random_cnn_model(rng, in_shape, blocks, weight_bits, act_bits, classes=3, in
                 x = _maxpool(x, *pool)
         levels, in_bits = 1 << act_bits, act_bits
     layers.append(FlattenLayer(name="flat"))
+    fan_in = int(np.prod(shape))
+    x = None if x is None else x.reshape(len(x), -1)
+    for k, width in enumerate(hidden):
+        layers.append(random_mac_layer(rng, DenseLayer, f"hidden{k}", weight_bits=weight_bits, in_bits=in_bits,
+                                       in_levels=levels, output="threshold", out_levels=1 << act_bits,
+                                       in_features=fan_in, out_features=width, inputs=x,
+                                       weight_encoding=weight_encoding))
+        if x is not None:
+            x = reference_levels(layers[-1], reference_accumulators(layers[-1], x))
+        fan_in = width
     layers.append(random_mac_layer(rng, DenseLayer, "fc", weight_bits=weight_bits, in_bits=in_bits,
-                                   in_levels=levels, output="accumulate", in_features=int(np.prod(shape)),
+                                   in_levels=levels, output="accumulate", in_features=fan_in,
                                    out_features=classes, weight_encoding=weight_encoding))
     return Model(InputSpec(tuple(in_shape), in_levels), tuple(layers),
                  tuple(str(k) for k in range(classes)), 1.0, {"source": "random"})

@@ -55,6 +55,14 @@ def test_digits_shaped_cnn():
     check_top(model, [Folding(4, 3, 2, 1), Folding(4, 8, 2, 2), Folding(5, 4, 1, 2)], x)
 
 
+def test_dense_layers_after_the_flatten():
+    """Only the first dense layer after a flatten reads the channels-last image."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 5, size=(3, 2, 5, 5))
+    model = random_cnn_model(rng, (2, 5, 5), [(4, 3, 1, 0, None)], 2, 2, inputs=x, hidden=(6, 5))
+    check_top(model, [Folding(2, 6, 2, 1), Folding(3, 8, 1, 2), Folding(2, 3, 1, 1), Folding(3, 5, 1, 1)], x)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_cnns(seed):
     rng = np.random.default_rng(200 + seed)
