@@ -1,11 +1,13 @@
-"""Co-simulation: the generated Verilog under Verilator (cocotb), scored against hwsim."""
+"""Co-simulation: the generated Verilog under Verilator or Icarus (cocotb), scored against hwsim.
+
+The bench is :mod:`rtl.bench`, built from :mod:`rtl.testbench` (public as :mod:`lqflow.testing`);
+these functions compute hwsim's answer and the cycle model's numbers once, hand them over
+and read back what the bench measured.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,21 +17,11 @@ from hwsim import Simulator, run_layer
 from hwsim.cycles import engine_schedule, layer_timing, network_timing
 from lqir import bits_for_levels
 
-from .toolchain import icarus_check, verilator_env
+from .testbench import SIMULATORS, VERILATOR_WARNINGS, LaneLayout, NetworkPorts, folding_note, run_cocotb
 from .top import input_stream
 from .verilog import TOP_NAME, write_engine, write_network
 
 __all__ = ["CosimResult", "cosim_network", "cosim_engine", "VERILATOR_WARNINGS", "SIMULATORS"]
-
-# Warnings Verilator raises on Yosys-written Verilog that are style, not bugs: width
-# mismatches Yosys leaves to implicit extension/truncation (WIDTHEXPAND/TRUNC, UNSIGNED,
-# CMPCONST), signals and pins it leaves unused or unconnected, its flattened
-# combinational nets (UNOPTFLAT), module names that differ from the file name, case
-# statements without a default, and the overlapping patterns of its one-hot multiplexer
-# functions (``casez`` marked ``parallel_case``, CASEOVERLAP).  Everything else stays an error.
-VERILATOR_WARNINGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-UNOPTFLAT",
-                      "-Wno-PINCONNECTEMPTY", "-Wno-DECLFILENAME", "-Wno-UNSIGNED", "-Wno-CMPCONST",
-                      "-Wno-CASEINCOMPLETE", "-Wno-CASEOVERLAP"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +45,7 @@ class CosimResult:
     extra_beats: dict         # output beats after the last expected one, per phase (must be 0)
     timing_errors: list       # the bench's timing faults (must be empty)
     unresolved: list          # ports that were X or Z right after reset (must be empty)
+    errors: tuple = ()        # the bench's scoreboard messages, one per fault (empty: all as expected)
 
     @property
     def samples_per_s(self):
@@ -60,67 +53,29 @@ class CosimResult:
         return self.samples / self.clean_wall_s if self.clean_wall_s else float("nan")
 
 
-@contextmanager
-def _verilator_on_path():
-    """Verilator's variables in ``os.environ`` while the runner works, restored afterwards.
-
-    cocotb's runner finds ``verilator`` with ``shutil.which`` and copies ``os.environ``
-    into its subprocesses, so the variables must be there, but only for this call.
-    """
-    saved = {key: os.environ.get(key) for key in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
-    os.environ.update(verilator_env())
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-SIMULATORS = ("verilator", "icarus")
-
-
 def _run(verilog, toplevel, bundle, build_dir, seed, simulator):
-    if simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    if simulator == "icarus":
-        icarus_check()
-        return _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator)
-    with _verilator_on_path():
-        return _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator)
-
-
-def _build_and_test(verilog, toplevel, bundle, build_dir, seed, simulator):
-    from cocotb_tools.runner import get_runner
-
+    """Run :mod:`rtl.bench` on ``verilog`` with ``bundle``; the bench's results, build and simulation seconds."""
     build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
     bundle_path, results_path = build_dir / "bench.npz", build_dir / "results.json"
     outputs_path = build_dir / "rtl_outputs.npy"
     np.savez(bundle_path, seed=seed, **bundle)
     results_path.unlink(missing_ok=True)
     outputs_path.unlink(missing_ok=True)
-    runner = get_runner(simulator)
-    t0 = time.perf_counter()
-    extra = dict(build_args=VERILATOR_WARNINGS) if simulator == "verilator" else dict(timescale=("1ns", "1ps"))
-    runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, log_file=build_dir / "build.log",
-                 **extra)
-    t1 = time.perf_counter()
-    try:
-        runner.test(test_module="rtl.bench", hdl_toplevel=toplevel, build_dir=build_dir, test_dir=build_dir,
-                    extra_env={"LQFLOW_BENCH": str(bundle_path), "LQFLOW_RESULTS": str(results_path),
-                               "LQFLOW_OUTPUTS": str(outputs_path)},
-                    log_file=build_dir / "sim.log")
-    except SystemExit:
-        # cocotb's runner exits when the bench's final assertion fails; the results file
-        # (written before that assertion) says what failed, and the caller reports it.
-        pass
+    # the bench's own assertion fails on any fault; its results file says which, and the caller reports it
+    run = run_cocotb([verilog], toplevel, "rtl.bench", build_dir, simulator=simulator, check=False,
+                     extra_env={"LQFLOW_BENCH": bundle_path, "LQFLOW_RESULTS": results_path,
+                                "LQFLOW_OUTPUTS": outputs_path})
     if not results_path.is_file():
         raise RuntimeError(f"the co-simulation did not finish; see {build_dir / 'sim.log'}")
     results = json.loads(results_path.read_text())
     results["outputs"] = np.load(outputs_path, allow_pickle=False)
-    return results, t1 - t0, time.perf_counter() - t1
+    return results, run.build_s, run.sim_s
+
+
+def _output_layout(layout):
+    """A :class:`~rtl.testbench.LaneLayout` as bundle entries."""
+    return dict(out_count=layout.count, out_width=layout.width, out_signed=layout.signed, out_tail=layout.tail)
 
 
 def _beats(x, lanes):
@@ -143,11 +98,10 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     build_dir = Path(build_dir)
     verilog, info = write_network(model, foldings, build_dir / "rtl")
     timing = network_timing(model, foldings, inferences=len(x))    # the cycle model, on these samples
-    acc_bits = model.mac_layers()[-1].acc_bits
-    bundle = dict(x=_beats(input_stream(model, x), foldings[0].in_lanes),
-                  lane_width=bits_for_levels(model.input.levels),
-                  expected=np.concatenate([expected, pred[:, None]], axis=1),
-                  fmt_kind="network", fmt_count=len(model.classes), fmt_width=acc_bits, beats_per_sample=1,
+    ports = NetworkPorts(model, foldings)
+    bundle = dict(x=_beats(input_stream(model, x), ports.input.count), lane_width=ports.input.width,
+                  expected=np.concatenate([expected, pred[:, None]], axis=1), **_output_layout(ports.output),
+                  labels=np.array(ports.labels), context=folding_note(model.mac_layers(), foldings),
                   stress=stress, gap_prob=gap_prob, ready_prob=ready_prob, max_cycles=2 * timing.cycles + 1000,
                   model_latency=timing.latency, model_ii=timing.ii, model_clean_cycles=timing.cycles)
     res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed, simulator)
@@ -171,13 +125,15 @@ def cosim_engine(layer, folding, x, build_dir, stress=True, seed=0, simulator="v
     (build_dir / "rtl").mkdir(parents=True, exist_ok=True)
     verilog = write_engine(layer, folding, build_dir / "rtl")
     timing = layer_timing(layer, folding, vectors=len(x))
+    shape = (len(x), schedule.out_beats, lanes)
+    layout = LaneLayout(lanes, width, signed=layer.output != "threshold")
     bundle = dict(x=_beats(np.asarray(x, np.int64), folding.in_lanes), lane_width=bits_for_levels(layer.in_levels),
-                  expected=expected.reshape(len(x), schedule.out_beats, lanes),
-                  mask=np.broadcast_to(live, expected.shape).reshape(len(x), schedule.out_beats, lanes).astype(np.int8),
-                  fmt_kind="engine" if layer.output == "threshold" else "engine_signed", fmt_count=lanes,
-                  fmt_width=width, beats_per_sample=schedule.out_beats, stress=stress, gap_prob=0.2,
-                  ready_prob=0.7, max_cycles=2 * timing.cycles + 1000, model_latency=timing.latency,
-                  model_ii=timing.ii, model_clean_cycles=timing.cycles)
+                  expected=expected.reshape(shape), mask=np.broadcast_to(live, expected.shape).reshape(shape),
+                  labels=np.array([f"channel {c}" if c < layer.out_features else f"unused lane {c}" for c in channels]),
+                  context=folding_note([layer], [folding]),
+                  **_output_layout(layout), stress=stress, gap_prob=0.2, ready_prob=0.7,
+                  max_cycles=2 * timing.cycles + 1000, model_latency=timing.latency, model_ii=timing.ii,
+                  model_clean_cycles=timing.cycles)
     res, build_s, sim_s = _run(verilog, "lqflow_engine", bundle, build_dir, seed, simulator)
     outputs = res["outputs"].reshape(len(x), -1)[:, live]
     order = np.argsort(channels[live])
@@ -191,4 +147,5 @@ def _result(res, **known):
                        stress_mismatches=res["stress_mismatches"], latency=res["latency"], ii=res["ii"],
                        outputs=res["outputs"], clean_cycles=res["clean_cycles"],
                        clean_wall_s=res["clean_wall_s"], extra_beats=res["extra_beats"],
-                       timing_errors=res["timing_errors"], unresolved=res["unresolved_after_reset"], **known)
+                       timing_errors=res["timing_errors"], unresolved=res["unresolved_after_reset"],
+                       errors=tuple(res.get("errors", ())), **known)
