@@ -130,6 +130,11 @@ def cmd_cosim(args):
     bad = (res.mismatches or res.stress_mismatches or res.ii != res.model_ii or res.latency != res.model_latency
            or res.clean_cycles != res.model_clean_cycles or res.unresolved or res.timing_errors
            or any(res.extra_beats.values()))
+    if bad:
+        for message in res.errors[:10]:      # the scoreboard's own words: sample, logit, cycle
+            print(f"  {message}")
+        print("foldings: " + ", ".join(f"PE {f.pe} SIMD {f.simd} lanes {f.in_lanes} in / {f.out_lanes} out"
+                                       for f in foldings))
     return 1 if bad else 0
 
 
