@@ -148,10 +148,12 @@ def test_folding_is_validated():
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_conv_models_are_refused_with_the_layer_named(rng):
+def test_conv_lanes_that_straddle_pixels_are_refused_with_the_layer_named(rng):
     model = random_conv_model(rng, (1, 6, 6), 2, 2, 2)
-    with pytest.raises(ValueError, match=r"layers\[0\] \(conv0\): the RTL supports dense and flatten layers only"):
-        NetworkTop(model, [Folding(1, 1)] * 3)
+    with pytest.raises(ValueError, match="conv0_window streams 1 channels, which 2 lanes do not divide"):
+        NetworkTop(model, [Folding(1, 2, 1, 2)] + [Folding(1, 1)] * 2)
+    with pytest.raises(ValueError, match="conv0 has 2 channels, which out_lanes 4 does not divide"):
+        NetworkTop(model, [Folding(4, 1, 4, 1), Folding(1, 4, 1, 4), Folding(1, 1)])
 
 
 def test_missing_verilator_is_a_clear_error(monkeypatch):
