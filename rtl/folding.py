@@ -242,7 +242,7 @@ def _try_fold(model, ii):
 
 def fold_for_smallest_device(model, fps, freq_mhz):
     """:func:`fold_for_rate` on the smallest ECP5 the model fits (from the 25F up).
-    Returns ``(foldings, device, note)``."""
+    Returns ``(foldings, note, device)``."""
     for device in DEVICE_LIMITS:
         try:
             foldings, note = fold_for_rate(model, fps, freq_mhz, device)
@@ -250,5 +250,5 @@ def fold_for_smallest_device(model, fps, freq_mhz):
             continue
         if device != next(iter(DEVICE_LIMITS)):
             note += f"; on the {device} device, the smallest ECP5 this model fits"
-        return foldings, device, note
+        return foldings, note, device
     raise ValueError(f"no folding of this model fits any ECP5 ({', '.join(DEVICE_LIMITS)})")

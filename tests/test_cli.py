@@ -7,7 +7,7 @@ import pytest
 
 import lqir as ir
 from lqflow.cli import main
-from lqir.random_models import random_dense_model
+from lqir.random_models import random_cnn_model, random_dense_model
 from hwsim import Simulator
 
 
@@ -143,3 +143,20 @@ def test_folding_options_are_checked(model_file, tmp_path, capsys):
 def test_synth_of_a_folder_without_verilog(tmp_path, capsys):
     assert main(["synth", str(tmp_path)]) == 2
     assert "write them with 'lqflow verilog'" in capsys.readouterr().err
+
+
+def test_verilog_default_folding_and_device(model_file, tmp_path, capsys):
+    """No folding options: 1 M inferences/s when it fits, on the smallest ECP5 it fits (recorded)."""
+    _, path = model_file
+    assert main(["verilog", str(path), "-o", str(tmp_path / "mlp")]) == 0
+    assert "folding for 1,000,000 inferences/s at 150 MHz" in capsys.readouterr().out
+    assert json.loads((tmp_path / "mlp" / "lqflow_top.json").read_text())["device"] == "25k"
+    rng = np.random.default_rng(4)
+    cnn = random_cnn_model(rng, (1, 8, 8), [(4, 3, 1, 1, (2, 2))], 2, 2, in_levels=17)
+    ir.save(cnn, tmp_path / "cnn.lqir.npz")
+    assert main(["verilog", str(tmp_path / "cnn.lqir.npz"), "-o", str(tmp_path / "cnn")]) == 0
+    out = capsys.readouterr().out
+    assert "1,000,000 inferences/s is out of this model's reach" in out and "(for the 25k device)" in out
+    info = json.loads((tmp_path / "cnn" / "lqflow_top.json").read_text())
+    assert info["initiation_interval_cycles"] == 576            # 64 pixels × 9 taps, one value per beat
+    assert [layer["op"] for layer in info["layers"]] == ["conv2d", "dense"]
