@@ -148,7 +148,23 @@ def engine_schedule(layer, folding):
                           fifo_depth=max(FINAL_DELAY + 1, sum(blocks)))
 
 
-class EngineModel:
+class _FifoWriter:
+    """Delayed actions at a cycle's clock edge, and the output FIFO they write beats into."""
+
+    def _at(self, delay, action):
+        self.events.setdefault(self.cycle + delay, []).append(action)
+
+    def _edge(self):
+        for action in self.events.pop(self.cycle, []):
+            action()
+        self.cycle += 1
+
+    def _write_beat(self):
+        self.level += 1
+        self.pending -= 1
+
+
+class EngineModel(_FifoWriter):
     """One engine's control registers, stepped one clock cycle at a time.
 
     ``in_ready``/``out_valid`` are read before :meth:`step` (they depend on registers
@@ -176,9 +192,6 @@ class EngineModel:
     @property
     def out_valid(self):
         return self.level > 0
-
-    def _at(self, delay, action):
-        self.events.setdefault(self.cycle + delay, []).append(action)
 
     def step(self, took_input, gave_output):
         s, nxt = self.s, {}
@@ -223,13 +236,7 @@ class EngineModel:
         self.pending += nxt.pop("pending", 0)
         for (kind, index), value in nxt.items():
             {"full": self.full, "sums": self.sums_full, "busy": self.sums_busy}[kind][index] = value
-        for action in self.events.pop(self.cycle, []):
-            action()
-        self.cycle += 1
-
-    def _write_beat(self):
-        self.level += 1
-        self.pending -= 1
+        self._edge()
 
 
 @dataclass(frozen=True)
@@ -285,7 +292,7 @@ def _guard(cycle):
 WINDOW_DELAY = 3
 
 
-class WindowModel:
+class WindowModel(_FifoWriter):
     """A window unit's control: a loader filling one frame bank while the generator reads the
     other, one read per cycle while its output FIFO has room (same interface as
     :class:`EngineModel`)."""
@@ -312,7 +319,7 @@ class WindowModel:
             if self.count == self.in_beats:
                 nxt[self.wb], self.wb, self.count = True, 1 - self.wb, 0
         if issue:
-            self.events.setdefault(self.cycle + WINDOW_DELAY - 1, []).append(self._write_beat)
+            self._at(WINDOW_DELAY - 1, self._write_beat)
             self.issued += 1
             if self.issued == self.out_beats:
                 nxt[self.rb], self.rb, self.issued = False, 1 - self.rb, 0
@@ -320,13 +327,7 @@ class WindowModel:
         self.pending += int(issue)
         for bank, value in nxt.items():
             self.full[bank] = value
-        for action in self.events.pop(self.cycle, []):
-            action()
-        self.cycle += 1
-
-    def _write_beat(self):
-        self.level += 1
-        self.pending -= 1
+        self._edge()
 
 
 class MaxModel:
