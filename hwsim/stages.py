@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lqir import (Conv2dLayer, DenseLayer, FlattenLayer, MaxPool2dLayer, UnsupportedLayerError, bits_for_levels,
-                  conv_output_size, pool_output_size)
+                  conv_output_size)
 
 __all__ = ["WindowStage", "MaxStage", "EngineStage", "conv_as_dense", "dense_after_flatten", "engine_views",
            "network_stages", "stage_levels"]
@@ -173,6 +173,8 @@ def network_stages(model, foldings):
     """The stages of ``model``'s network top, checking that every stream's lanes chain."""
     shapes, levels, views = model.layer_shapes(), stage_levels(model), engine_views(model)
     foldings = list(foldings)
+    if len(foldings) != len(views):
+        raise ValueError(f"Folding: {len(views)} MAC layers need {len(views)} foldings, got {len(foldings)}")
     stages, mac, lanes = [], 0, None
     for index, layer in enumerate(model.layers):
         shape = shapes[index]
@@ -182,13 +184,10 @@ def network_stages(model, foldings):
             lanes = lanes or 1          # a max-pool on the network input: one value per beat
             window = WindowStage(layer.name, tuple(shape), layer.kernel, layer.stride, 0, lanes,
                                  levels[index], taps_inner=True)
-            oh, ow = (pool_output_size(s, layer.kernel, layer.stride) for s in shape[1:])
+            oh, ow = window.out_size
             stages += [window, MaxStage(f"{layer.name}_max", layer.kernel ** 2, lanes, levels[index],
                                         beats=oh * ow * window.words)]
             continue
-        if mac >= len(foldings):
-            raise ValueError(f"Folding: {len(model.mac_layers())} MAC layers need as many foldings, "
-                             f"got {len(foldings)}")
         folding = foldings[mac]
         if lanes is not None and folding.in_lanes != lanes:
             raise ValueError(f"Folding: {layer.name}'s input stream carries {lanes} values per beat, but it "
@@ -205,6 +204,4 @@ def network_stages(model, foldings):
         else:
             raise UnsupportedLayerError(f"layers[{index}] ({layer.name}): the RTL has no stage for {layer.op!r}")
         lanes, mac = folding.out_lanes, mac + 1
-    if mac != len(foldings):
-        raise ValueError(f"Folding: {mac} MAC layers need {mac} foldings, got {len(foldings)}")
     return tuple(stages)

@@ -18,7 +18,7 @@ import lqir as ir
 from export.lower import lower
 from lqir.random_models import random_conv_model, random_dense_model
 from hwsim import Simulator
-from tests.test_hls_conv import run_plan as run_image_plan
+from tests.test_hls_conv import assert_every_precision_is_ours, run_plan as run_image_plan
 from tests.test_ties import run_plan
 
 
@@ -80,13 +80,7 @@ def test_random_models(tmp_path, seed, wbits, abits, sizes, in_affine):
 
 def test_every_precision_is_ours(tmp_path, rng):
     model = random_dense_model(rng, [6, 4, 3], 2, 2)
-    hls_model, plan = build_hls_model(model, tmp_path / "prj")
-    wanted = {layer.name: layer.precision for layer in plan}
-    for layer in hls_model.get_layers():
-        types = {str(t.precision) for t in layer.get_layer_precision().values()
-                 if not t.name.endswith("_index")}   # hls4ml's internal index type
-        assert not any("16,6" in t or "auto" in t for t in types), (layer.name, types)
-        assert {p.replace("ap_", "") for p in wanted[layer.name].values()} >= types - {"uint<1>"}, (layer.name, types)
+    assert_every_precision_is_ours(*build_hls_model(model, tmp_path / "prj"))
 
 
 def test_conv_models_are_planned(rng):

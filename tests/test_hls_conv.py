@@ -185,15 +185,18 @@ def test_random_image_models(tmp_path, seed, encoding, in_affine, hidden):
         assert set(np.unique(plan[-1].weight)) <= {0, -2} and plan[-1].precision["weight"] == "ap_int<3>"
 
 
-def test_every_precision_is_ours_with_images(tmp_path):
-    model, _ = random_image_model(4, convs=2, in_affine=(0, 1), hidden=1)
-    hls_model, plan = build_hls_model(model, tmp_path / "prj")
+def assert_every_precision_is_ours(hls_model, plan):
+    """No hls4ml default (``ap_fixed<16,6>``, ``auto``) left: every type is the plan's."""
     wanted = {layer.name: layer.precision for layer in plan}
     for layer in hls_model.get_layers():
         types = {str(t.precision) for t in layer.get_layer_precision().values()
                  if not t.name.endswith("_index")}   # hls4ml's internal index type
         assert not any("16,6" in t or "auto" in t for t in types), (layer.name, types)
         assert {p.replace("ap_", "") for p in wanted[layer.name].values()} >= types - {"uint<1>"}, (layer.name, types)
+
+def test_every_precision_is_ours_with_images(tmp_path):
+    model, _ = random_image_model(4, convs=2, in_affine=(0, 1), hidden=1)
+    assert_every_precision_is_ours(*build_hls_model(model, tmp_path / "prj"))
 
 
 def test_conv_widths_beyond_exact_transport_are_refused():
