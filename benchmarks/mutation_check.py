@@ -57,8 +57,9 @@ def _plus_one(match):
 
 
 MUTATIONS = [
-    Mutation("rtl_threshold", "RTL threshold compare acc >= T written acc > T", "rtl/engine.py",
-             r"(hits = \[accs\[\w+\]) >= ", r"\1 > ", TIES_RTL + ["tests/test_rtl_units.py"], COSIM),
+    Mutation("rtl_threshold", "RTL threshold test d = acc − T ≥ 0 written d > 0", "rtl/engine.py",
+             r"sum\(~d\[-1\] for d in accs\[u\]\)", "sum(~d[-1] & (d != 0) for d in accs[u])",
+             TIES_RTL + ["tests/test_rtl_units.py"], COSIM),
     Mutation("hwsim_fast_threshold", "hwsim fast mode (linear search) compares with >", "hwsim/fast.py",
              r"np\.greater_equal\(", "np.greater(", TIES_HWSIM + ["tests/test_hwsim.py"],
              ["tests/test_hwsim_kernels.py"]),

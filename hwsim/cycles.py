@@ -31,7 +31,7 @@ from .stages import EngineStage, MaxStage, WindowStage, network_stages
 
 __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_latency", "group_planes",
            "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY",
-           "FINAL_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
+           "FINAL_DELAY", "COLLECT_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
 
 #: Cycles from a group's last compute issue to its sums being visible to the finalizer,
 #: beyond the popcount tree and the plane-sum tree: memory read, its output register, the write.
@@ -42,6 +42,9 @@ SUM_BUFFERS = 4
 #: Cycles from a block's last finalizer step to its beat being visible in the FIFO:
 #: sum read, its register, lane select, 2·R − V, product, accumulate, beat register, FIFO write.
 FINAL_DELAY = 8
+#: The argmax collector: cycles from taking the last logit beat to its output beat (the
+#: last beat's compare, then the beat), during which it takes nothing.
+COLLECT_DELAY = 2
 
 
 def popcount_latency(width):
@@ -395,26 +398,26 @@ def network_timing(model, foldings, inferences=8):
     units = [stage_model(stage) for stage in stages]
     first_beats = stage_in_beats(stages[0])
     collect_beats = engine_schedule(stages[-1].layer, stages[-1].folding).out_beats
-    collected, sending = 0, False
+    collected, wait = 0, 0
     fed, starts, outs, cycle = 0, [], [], 0
     total_in = inferences * first_beats
     while len(outs) < inferences:
         took = [units[0].in_ready and fed < total_in]
         took += [units[k].out_valid and units[k + 1].in_ready for k in range(len(units) - 1)]
-        collect = units[-1].out_valid and not sending
-        if sending:
+        collect = units[-1].out_valid and wait == 0
+        if wait == 1:
             outs.append(cycle)
         if took[0] and fed % first_beats == 0:
             starts.append(cycle)
         for k, unit in enumerate(units):
             unit.step(took[k], took[k + 1] if k + 1 < len(units) else collect)
         fed += int(took[0])
-        if sending:
-            sending = False
+        if wait:
+            wait -= 1
         elif collect:
             collected += 1
             if collected == collect_beats:
-                collected, sending = 0, True
+                collected, wait = 0, COLLECT_DELAY
         cycle += 1
         _guard(cycle)
     engines = [stage for stage in stages if isinstance(stage, EngineStage)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -208,12 +209,18 @@ def run(cfg, folder=None, progress=True, hardware=None, log=print):
         hardware = dict(hardware)
         with_hls = hardware.pop("hls4ml", True)
         t2 = time.perf_counter()
-        hw_result = hardware_steps(model, data.x_test, folder, log=log, **hardware)
+        # synthesis runs in a background thread beside the co-simulation and hls4ml (steps
+        # 5 and 6 stay in this thread: hls4ml changes the working directory while it runs)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthesis") as background:
+            hw_result = hardware_steps(model, data.x_test, folder, log=log, background=background, **hardware)
+            if with_hls:
+                t3 = time.perf_counter()
+                hls_result = hls_step(model, data.x_test, folder, log=log)
+                timings["hls4ml_s"] = time.perf_counter() - t3
+            if hw_result.pending is not None:
+                log("waiting for place and route ...")
+            hw_result = hw_result.finished()
         timings["hardware_s"] = time.perf_counter() - t2
-        if with_hls:
-            t3 = time.perf_counter()
-            hls_result = hls_step(model, data.x_test, folder, log=log)
-            timings["hls4ml_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     result = RunResult(cfg, ladder, timings, _ir_summary(model), hw_result, hls_result)
     atomic_write_bytes(folder / "history.json", json.dumps(history).encode())

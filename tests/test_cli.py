@@ -113,6 +113,14 @@ def test_verilog_cosim_and_synth_commands(model_file, tmp_path, rng, capsys):
     assert main(["synth", str(out)]) == 0
     synth = json.loads((out / "synth" / "synth.json").read_text())
     assert synth["lut4"] > 0 and synth["ff"] > 0 and synth["fmax_mhz"] > 0
+    # every block RAM read and every multiplier is registered inside the hard block
+    # (rtl/netlist.py): the engine's registers there are plain, and the pass found them all
+    cells = json.loads((out / "synth" / "lqflow_top.ecp5.json").read_text())["modules"]["lqflow_top"]["cells"]
+    rams = [c for c in cells.values() if c["type"] == "DP16KD"]
+    dsps = [c for c in cells.values() if c["type"] == "MULT18X18D"]
+    assert rams and all("OUTREG" in (c["parameters"]["REGMODE_A"], c["parameters"]["REGMODE_B"]) for c in rams)
+    assert all(c["parameters"].get(f"REG_{reg}_CLK") == "CLK0" for c in dsps for reg in ("INPUTA", "INPUTB", "OUTPUT"))
+    assert synth["hard_block_ff"] > 0
     assert synth["binary_macs_per_inference"] == info["binary_macs_per_inference"] == sum(
         layer.in_features * layer.out_features * layer.weight_bits * layer.in_bits for layer in model.mac_layers())
     ii = info["initiation_interval_cycles"]

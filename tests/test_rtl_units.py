@@ -26,21 +26,23 @@ from tests.stream_bench import model_transfers
 @pytest.mark.parametrize("width", [1, 2, 3, 7, 16, 33])
 def test_popcount_counts_with_its_latency(width, rng):
     dut = Popcount(width)
-    values = [int(v) for v in rng.integers(0, 1 << width, size=40)]
+    pairs = [(int(a), int(b)) for a, b in rng.integers(0, 1 << width, size=(40, 2))]
+    pairs += [((1 << width) - 1,) * 2, (0, (1 << width) - 1)]          # all set; none in common
     seen = []
     sim = AmSim(dut)
     sim.add_clock(1e-6)
 
     async def bench(ctx):
-        for v in values + [0] * dut.latency:
-            ctx.set(dut.i, v)
+        for a, b in pairs + [(0, 0)] * dut.latency:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
             await ctx.tick()
             seen.append(ctx.get(dut.o))
 
     sim.add_testbench(bench)
     sim.run()
-    # the output after tick t is popcount of the input presented latency ticks earlier
-    assert seen[dut.latency - 1:dut.latency - 1 + len(values)] == [bin(v).count("1") for v in values]
+    # the output after tick t counts the AND of the inputs presented latency ticks earlier
+    assert seen[dut.latency - 1:dut.latency - 1 + len(pairs)] == [bin(a & b).count("1") for a, b in pairs]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
