@@ -128,10 +128,15 @@ class DenseEngine(wiring.Component):
         beat = Signal(range(max(2, self.schedule.in_beats)))
         slot = Signal(range(max(2, slots)))                 # beat position within its SIMD chunk
         chunk = Signal(range(max(2, geo.chunks)))
-        last_beat = beat == self.schedule.in_beats - 1
-        tail = geo.in_features - (self.schedule.in_beats - 1) * lanes   # lanes used by the last beat
+        # "this beat is a vector's last" and "… ends a chunk" are registers kept one take
+        # ahead, not compares: they gate every bit of the loader, so they start the cycle
+        beats = self.schedule.in_beats
+        last_beat, chunk_end = Signal(init=beats == 1), Signal(init=slots == 1 or beats == 1)
+        next_last = Mux(last_beat, beats == 1, beat == beats - 2)
+        with m.If(take):
+            m.d.sync += [last_beat.eq(next_last), chunk_end.eq(Mux(chunk_end, slots == 1, slot == slots - 2) | next_last)]
+        tail = geo.in_features - (beats - 1) * lanes            # lanes used by the last beat
         valid = [C(1) if lane < tail else ~last_beat for lane in range(lanes)]
-        chunk_end = (slot == slots - 1) | last_beat
         for j, mem in enumerate(planes):
             # A shift register, no multiplexer: each beat enters at the top, so a full chunk's
             # first beat ends at bit 0 (a short last chunk ends geo.last_shift bits higher,
@@ -228,7 +233,7 @@ class DenseEngine(wiring.Component):
             for j in range(layer.in_bits):
                 unit = Popcount(geo.simd)
                 m.submodules[f"{POPCOUNT_PREFIX}{p}_{j}"] = unit
-                m.d.comb += [unit.a.eq(w_word[p * geo.simd:(p + 1) * geo.simd]), unit.b.eq(a_words[j])]
+                m.d.comb += [unit.weights.eq(w_word[p * geo.simd:(p + 1) * geo.simd]), unit.inputs.eq(a_words[j])]
                 counts.append(unit.o)
             addends = [(counts[j] << shift) if sign > 0 else -(counts[j] << shift) if sign < 0 else C(0)
                        for j, shift, sign in terms]

@@ -20,19 +20,22 @@ __all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "stage_cost", "network_
 #: ECP5 resources per ``--device``: LUT4, MULT18X18D, DP16KD.
 DEVICE_LIMITS = {"25k": (24_288, 28, 56), "45k": (43_848, 72, 108), "85k": (83_640, 156, 208)}
 
-#: LUT4 (logic + carry, as nextpnr places them) per unit of each part of an engine.  Fitted
-#: to the digits W2/A2 MLP (64-128-128-10) at PE×SIMD/lanes 4×32/2, 4×64/2, 1×20/1 (II 144):
-#: yosys ``stat -noflatten`` gave 3.56 LUT4 per popcount input bit at SIMD 32 and 3.69 at 64
-#: (AND included), 3,657 LUT4 for everything else, 8,104 placed in all.
+#: LUT4 (logic + carry + LUT RAM, as nextpnr places them) per unit of each part of an
+#: engine.  Fitted to the digits W2/A2 MLP (64-128-128-10) at PE×SIMD/lanes 4×32/2, 4×64/2,
+#: 1×20/1 (II 144), every engine memory in block RAM: the popcount trees took 3,434 LUT4
+#: for 1,192 input bits (2.88 each, AND included); the rest of the engines 952, 863 and
+#: 564 LUT4 (fc0, fc1, fc2), which plane sums and finalizer adders at 1.35 per bit and 290
+#: per engine reproduce within 4 %; 5,893 synthesized, 5,893 placed.
 COST = {
-    "popcount_bit": 3.6,     # per popcount input bit (the AND folds into the first level)
-    "adder_bit": 2.0,        # per bit of an adder or comparator (carry cells count 2 LUT4)
+    "popcount_bit": 2.9,     # per popcount input bit (the AND folds into the first level)
+    "adder_bit": 1.35,       # per bit of an adder or accumulator (carry cells count 2 LUT4)
     "mux_bit_input": 0.35,   # per bit per input of a wide multiplexer
-    "input_bit": 3.0,        # per bit of an input bank word (placement, buffers, read mux)
+    "input_bit": 0.5,        # per bit of an input plane word (its shift register is FFs)
     "lane": 12.0,            # per input lane: code ROM, value ROM
-    "engine": 250.0,         # counters, handshakes, FIFO control per engine
+    "engine": 290.0,         # counters, handshakes, V, FIFO control per engine
     "window": 160.0,         # a window unit's counters, address adders, range checks, FIFO control
-    "placement": 1.08,       # placed / synthesized (route-through LUTs)
+    "window_bit": 3.35,      # per bit of a window unit's beat (register, pad select, FIFO)
+    "placement": 1.0,        # placed / synthesized
 }
 BRAM_BITS = 18 * 1024
 
@@ -92,7 +95,7 @@ def stage_cost(stage):
     if isinstance(stage, EngineStage):
         return engine_cost(stage.layer, stage.folding)
     if isinstance(stage, WindowStage):
-        logic = COST["window"] + stage.lanes * stage.out_width * (COST["input_bit"] + COST["mux_bit_input"])
+        logic = COST["window"] + stage.lanes * stage.out_width * COST["window_bit"]
         bram = _memory_bram(2 * stage.in_beats * stage.lanes * stage.in_width)
         return EngineCost(lut4=int(logic * COST["placement"]), dsp=0, bram=bram)
     logic = 20 + stage.lanes * stage.width * (COST["adder_bit"] + 2 * COST["mux_bit_input"])

@@ -1,4 +1,4 @@
-"""A pipelined popcount of ``a & b``: an adder tree with a register after every level.
+"""A pipelined popcount of ``weights & inputs``: an adder tree with a register after every level.
 
 The AND is inside the unit so that synthesis sees the whole cone of the tree's first
 level (two AND pairs per LUT4) and can map the unit on its own (``rtl/synth.py``).
@@ -17,7 +17,7 @@ POPCOUNT_PREFIX = "popcount"
 
 
 class Popcount(wiring.Component):
-    """Number of positions set in both ``a`` and ``b``, ``latency`` cycles later.
+    """Number of positions set in both ``weights`` and ``inputs``, ``latency`` cycles later.
 
     Parameters
     ----------
@@ -26,10 +26,11 @@ class Popcount(wiring.Component):
 
     Members
     -------
-    a, b : ``In(width)``
-        The bits whose AND is counted; sampled every cycle.
+    weights, inputs : ``In(width)``
+        The bits whose AND is counted; sampled every cycle. (Not ``a``/``b``: Yosys's
+        Verilog functions name their arguments so, and Verilator warns of the shadowing.)
     o : ``Out(range(width + 1))``
-        ``popcount(a & b)`` as it was ``latency`` cycles earlier.
+        ``popcount(weights & inputs)`` as it was ``latency`` cycles earlier.
 
     Latency: ``max(1, ceil(log2(width)))`` cycles (one register per tree level).
     """
@@ -39,12 +40,12 @@ class Popcount(wiring.Component):
             raise TypeError(f"Popcount width must be a positive integer, not {width!r}")
         self.width = width
         self.latency = popcount_latency(width)
-        super().__init__({"a": In(width), "b": In(width), "o": Out(range(width + 1))})
+        super().__init__({"weights": In(width), "inputs": In(width), "o": Out(range(width + 1))})
 
     def elaborate(self, platform):
         m = Module()
         # (value, largest value it can hold) per tree node
-        both = self.a & self.b
+        both = self.weights & self.inputs
         level = [(both[k], 1) for k in range(self.width)]
         for stage in range(self.latency):
             nxt = []

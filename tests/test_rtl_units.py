@@ -34,8 +34,8 @@ def test_popcount_counts_with_its_latency(width, rng):
 
     async def bench(ctx):
         for a, b in pairs + [(0, 0)] * dut.latency:
-            ctx.set(dut.a, a)
-            ctx.set(dut.b, b)
+            ctx.set(dut.weights, a)
+            ctx.set(dut.inputs, b)
             await ctx.tick()
             seen.append(ctx.get(dut.o))
 
