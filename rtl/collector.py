@@ -48,19 +48,19 @@ class ArgmaxCollector(wiring.Component):
         best = Signal(signed(width))
         pred = Signal(self.pred_width)
         beat = Signal(range(max(self.beats, 2)))
-        # the beat taken last cycle, compared then: the compare starts from a register, not
-        # from the producer's FIFO read (a LUT RAM read, then a carry chain, in one cycle)
+        # the beat taken last cycle, stored and compared then: both start from registers,
+        # not from the producer's FIFO (a LUT RAM read, then a carry chain, in one cycle)
         taken, taken_beat, pending = (Signal(len(self.i.payload), reset_less=True), Signal.like(beat), Signal())
         m.d.comb += self.o.payload.eq(sum((lg.as_unsigned() << (n * width) for n, lg in enumerate(logits)),
                                           pred << (self.classes * width)))
         m.d.sync += pending.eq(0)
         with m.If(pending):
+            self._store(m, logits, taken, taken_beat)
             self._compare(m, taken, taken_beat, best, pred)
         with m.FSM(name="collect"):
             with m.State("COLLECT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    self._store(m, logits, beat)
                     m.d.sync += [taken.eq(self.i.payload), taken_beat.eq(beat), pending.eq(1)]
                     with m.If(beat == self.beats - 1):
                         m.d.sync += beat.eq(0)
@@ -75,10 +75,10 @@ class ArgmaxCollector(wiring.Component):
                     m.next = "COLLECT"
         return m
 
-    def _store(self, m, logits, beat):
+    def _store(self, m, logits, word, beat):
         width = self.acc_bits
         for lane in range(self.lanes):
-            value = self.i.payload[lane * width:(lane + 1) * width].as_signed()
+            value = word[lane * width:(lane + 1) * width].as_signed()
             for k in range(lane, self.classes, self.lanes):
                 with m.If(beat == k // self.lanes):
                     m.d.sync += logits[k].eq(value)

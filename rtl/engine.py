@@ -281,11 +281,13 @@ class DenseEngine(wiring.Component):
         step = Signal(range(max(2, layer.weight_bits)))
         c_addr = Signal(range(max(2, len(coefs))))
         b_addr = Signal(range(max(2, sum(geo.blocks))))
-        pending = Signal(range(self.schedule.fifo_depth + 1))
+        # beats in the FIFO plus beats started and not yet written, as one counter (a write
+        # moves a beat from one to the other): +1 per block started, −1 per beat read out
+        used = Signal(range(self.schedule.fifo_depth + 1))
         last_step = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
         last_block = Array([C(b - 1, range(max(2, max(geo.blocks)))) for b in geo.blocks])[g]
         starting = step == 0
-        room = fifo.level + pending < self.schedule.fifo_depth
+        room = used < self.schedule.fifo_depth
         go = Signal()
         m.d.comb += [go.eq(~starting | (sums_full.bit_select(rb, 1) & room)),
                      s_rd.addr.eq(rb * layer.weight_bits + step), c_rd.addr.eq(c_addr)]
@@ -299,9 +301,9 @@ class DenseEngine(wiring.Component):
                     m.d.comb += sums_clr.eq(C(1, SUM_BUFFERS) << rb)
                     with m.If(g == geo.groups - 1):
                         m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
-        wrote = self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
+        self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
                                      Array(v_buf)[rb], len(block))
-        m.d.sync += pending.eq(pending + (go & starting) - wrote)
+        m.d.sync += used.eq(used + (go & starting) - (fifo.r_en & fifo.r_rdy))
 
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
@@ -372,4 +374,3 @@ class DenseEngine(wiring.Component):
         beat, write = Signal(units * field), Signal()
         m.d.sync += [beat.eq(Cat(*[fld.as_unsigned()[:field] for fld in fields])), write.eq(f[6][0] & f[6][2])]
         m.d.comb += [fifo.w_data.eq(beat), fifo.w_en.eq(write)]
-        return write

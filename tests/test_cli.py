@@ -1,6 +1,7 @@
 """The lqflow command line: the sim contract, run end to end, and clear errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,47 @@ def test_verilog_default_folding_and_device(model_file, tmp_path, capsys):
     info = json.loads((tmp_path / "cnn" / "lqflow_top.json").read_text())
     assert info["initiation_interval_cycles"] == 576            # 64 pixels × 9 taps, one value per beat
     assert [layer["op"] for layer in info["layers"]] == ["conv2d", "dense"]
+
+
+def test_run_synthesizes_beside_the_cosimulation(tmp_path, monkeypatch, rng):
+    """lqflow run's step 5 with a background executor: synthesis is handed to it, with
+    absolute paths (hls4ml may change the working directory meanwhile), the co-simulation
+    runs here, and the result carries the synthesis figures once finished. Both tools are stand-ins here; the real
+    ones run in test_verilog_cosim_and_synth_commands."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    import rtl.cosim
+    import rtl.synth
+    from hwsim.cycles import Folding
+    from lqflow.hardware import hardware_steps
+    from lqir.random_models import random_dense_model
+
+    model = random_dense_model(rng, [6, 4, 3], 2, 2)
+    events = []
+
+    def fake_synthesize(verilog, out_dir, device, target_mhz, description):
+        events.append(("synth", verilog.is_absolute() and out_dir.is_absolute(), device, target_mhz))
+        return rtl.synth.SynthReport(device="LFE5U-25F", lut4=100, ccu2c=10, ff=90, hard_block_ff=5, bram=2,
+                                     dsp=1, lutram=0, pnr_lut4=120, fmax_mhz=150.0, target_mhz=target_mhz,
+                                     yosys_s=1.0, pnr_s=2.0)
+
+    def fake_cosim(model, x, foldings, build_dir, stress):
+        events.append(("cosim",))
+        return SimpleNamespace(samples=len(x), mismatches=[], stress_mismatches=[], latency=9, model_latency=9,
+                               ii=4, model_ii=4, clean_cycles=40, model_clean_cycles=40, extra_beats={},
+                               unresolved=[], samples_per_s=1.0, build_s=0.0)
+
+    monkeypatch.setattr(rtl.synth, "synthesize", fake_synthesize)
+    monkeypatch.setattr(rtl.cosim, "cosim_network", fake_cosim)
+    monkeypatch.chdir(tmp_path)
+    foldings = [Folding(2, 2), Folding(1, 2)]
+    with ThreadPoolExecutor(max_workers=1) as background:
+        result = hardware_steps(model, np.zeros((3, 6), np.int64), Path("run"), lambda m: (foldings, "given", "25k"),
+                                freq_mhz=120.0, background=background)
+        assert result.pending is not None and result.synth is None
+        done = result.finished()
+    assert ("synth", True, "25k", 120.0) in events and ("cosim",) in events
+    assert done.pending is None and done.synth["pnr_lut4"] == 120 and done.synth["hard_block_ff"] == 5
+    assert done.synth["inferences_per_s"] == round(150e6 / done.description["initiation_interval_cycles"])
+    assert ["Fmax", "150.0 MHz"] in done.synth_rows
