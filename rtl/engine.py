@@ -40,7 +40,11 @@ __all__ = ["DenseEngine", "BLOCK_RAM_MEMORIES"]
 #: a LUT4 per few bits, and block RAM is what these designs leave over. The two written
 #: ones (input planes, plane sums) are ping-pong buffers: a read of a word written in the
 #: same cycle is never used, so synthesis need not order the two (``no_rw_check``).
-BLOCK_RAM_MEMORIES = ("weights", "plane*", "sums", "coefs", "bias", "thresholds")
+BLOCK_RAM_MEMORIES = ("weights*", "plane*", "sums", "coefs", "bias", "thresholds")
+
+
+#: Words per weight memory bank: a DP16KD holds 512 words of up to 36 bits.
+WEIGHT_BANK = 512
 
 
 def _mem(m, name, shape, init):
@@ -181,8 +185,8 @@ class DenseEngine(wiring.Component):
     def _compute(self, m, planes, full, full_clr, sums, sums_busy, sums_claim, sums_set, v_bank, v_buf):
         geo, layer = self.geometry, self.layer
         words = weight_image(layer, geo)
-        weights = _mem(m, "weights", unsigned(geo.pe * geo.simd), words)
-        w_rd = weights.read_port()
+        w_addr = Signal(range(max(2, len(words))))
+        w_word = self._weight_words(m, words, w_addr)
         a_rd = [mem.read_port() for mem in planes]
         rb = Signal()                                   # bank being read
         g = Signal(range(max(2, geo.groups)))
@@ -195,7 +199,7 @@ class DenseEngine(wiring.Component):
         starting = (plane == 0) & (chunk == 0)
         ready = ((g != 0) | full.bit_select(rb, 1)) & ~sums_busy.bit_select(wb, 1)
         issue = Signal()
-        m.d.comb += [issue.eq(~starting | ready), w_rd.addr.eq(w_base + chunk)]
+        m.d.comb += [issue.eq(~starting | ready), w_addr.eq(w_base + chunk)]
         for port in a_rd:
             m.d.comb += port.addr.eq(Mux(rb, geo.chunks, 0) + chunk)
         end_chunks, end_group = chunk == geo.chunks - 1, (chunk == geo.chunks - 1) & (plane == last_plane)
@@ -217,16 +221,35 @@ class DenseEngine(wiring.Component):
                 m.d.sync += [g.eq(0), rb.eq(~rb), w_base.eq(0)]
                 m.d.comb += full_clr.eq(Mux(rb, 0b10, 0b01))
         flags = Cat(issue, chunk == 0, end_chunks, end_group, plane, wb)
-        self._compute_datapath(m, w_rd, a_rd, flags, sums, sums_set)
+        self._compute_datapath(m, w_word, a_rd, flags, sums, sums_set)
 
-    def _compute_datapath(self, m, w_rd, a_rd, flags, sums, sums_set):
+    def _weight_words(self, m, words, addr):
+        """The weight word at ``addr``, two cycles later (read, then a register synthesis
+        moves into the block RAM). A memory deeper than one block RAM's 512 words is split
+        into banks of 512 read side by side, each with its own output register, and the
+        bank is selected after them: Yosys would cascade one deep memory by depth, with a
+        multiplexer between the RAMs and the register, which then stays in the fabric."""
+        width = self.geometry.pe * self.geometry.simd
+        banks = [words[k:k + WEIGHT_BANK] for k in range(0, len(words), WEIGHT_BANK)]
+        if len(banks) == 1:
+            port = _mem(m, "weights", unsigned(width), words).read_port()
+            m.d.comb += port.addr.eq(addr)
+            return self._delay(m, port.data, 1, "w_word", reset_less=True)
+        outs = []
+        for b, bank in enumerate(banks):
+            port = _mem(m, f"weights{b}", unsigned(width), bank).read_port()
+            m.d.comb += port.addr.eq(addr[:WEIGHT_BANK.bit_length() - 1])
+            outs.append(self._delay(m, port.data, 1, f"w_bank{b}", reset_less=True))
+        which = self._delay(m, addr[WEIGHT_BANK.bit_length() - 1:], 2, "w_bank_sel")
+        return Array(outs)[which]
+
+    def _compute_datapath(self, m, w_word, a_rd, flags, sums, sums_set):
         geo, layer = self.geometry, self.layer
         terms = plane_sum_terms(layer.in_coef)
         # memory output register (block RAM OUTREG), then AND and popcount
         # reset-less, so that synthesis can put them in the RAMs (rtl/netlist.py)
-        w_word = Signal(geo.pe * geo.simd, reset_less=True)
         a_words = [Signal(geo.simd, name=f"a_word{j}", reset_less=True) for j in range(layer.in_bits)]
-        m.d.sync += [w_word.eq(w_rd.data)] + [a.eq(p.data) for a, p in zip(a_words, a_rd)]
+        m.d.sync += [a.eq(p.data) for a, p in zip(a_words, a_rd)]
         lane_sums = []
         for p in range(geo.pe):
             counts = []

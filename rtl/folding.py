@@ -12,6 +12,7 @@ from hwsim.cycles import SUM_BUFFERS, Folding, engine_schedule, layer_timing, ne
 from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
 from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
+from .engine import WEIGHT_BANK
 from .images import EngineGeometry
 
 __all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "stage_cost", "network_cost", "fold_for_ii",
@@ -68,8 +69,9 @@ def _engine_bram(layer, geo, n_thr):
     issues = sum(len(p) for p in geo.planes)                        # (group, plane) pairs
     blocks_out = sum(geo.blocks)
     beats = sum(b * len(p) for b, p in zip(geo.blocks, geo.planes))
-    memories = [(geo.pe * geo.simd, issues * geo.chunks),                # weights
-                (geo.pe * geo.sum_width, SUM_BUFFERS * layer.weight_bits),  # plane sums
+    weight_banks = -(-issues * geo.chunks // WEIGHT_BANK)                # weights: banks of 512 words
+    memories = [(geo.pe * geo.simd, WEIGHT_BANK)] * weight_banks
+    memories += [(geo.pe * geo.sum_width, SUM_BUFFERS * layer.weight_bits),  # plane sums
                 (geo.units * geo.coef_width, beats),                       # coefficients
                 (geo.units * layer.acc_bits, blocks_out)]                  # bias
     memories += [(geo.simd, 2 * geo.chunks)] * layer.in_bits              # input planes

@@ -43,6 +43,7 @@ CASES = [
     ("threshold", "pm1", 2, 2, 20, 12, Folding(6, 8, 3, 4)),
     ("threshold", "pm1", 4, 2, 10, 7, Folding(7, 5, 7, 5)),     # 4-bit weights, one group, one beat in
     ("threshold", "bin", 1, 3, 1, 1, Folding(1, 1)),            # one-cycle groups: compute laps the sum buffers
+    ("threshold", "pm1", 2, 2, 11, 70, Folding(1, 2, 1, 2)),    # 840 weight words: two banks of 512
 ]
 
 
@@ -72,6 +73,17 @@ def test_random_engines_and_foldings(seed, wbits, abits, in_f, out_f, pe, simd, 
     values, transfers, model = _run_engine(layer, folding, x, stalls=bool(seed & 1))
     np.testing.assert_array_equal(values, run_layer(layer, x)[1])
     assert transfers == model
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_deep_weight_memories_are_banked(rng):
+    """The case above that needs two weight banks has them: the test covers the bank select."""
+    from rtl.engine import WEIGHT_BANK
+    from rtl.images import weight_image
+
+    layer = _layer(rng, "threshold", "pm1", 2, 2, 11, 70)
+    dut = DenseEngine(layer, Folding(1, 2, 1, 2))
+    assert WEIGHT_BANK < len(weight_image(layer, dut.geometry)) <= 2 * WEIGHT_BANK
 
 
 def test_engine_overlaps_loading_computing_and_emitting(rng):
