@@ -34,8 +34,9 @@ __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_l
            "FINAL_DELAY", "COLLECT_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
 
 #: Cycles from a group's last compute issue to its sums being visible to the finalizer,
-#: beyond the popcount tree and the plane-sum tree: memory read, its output register, the write.
-COMPUTE_DELAY = 3
+#: beyond the popcount tree and the plane-sum tree: memory read, its output register, the
+#: write register, the write.
+COMPUTE_DELAY = 4
 #: Sum buffers between compute and finalizer: compute may run this many groups ahead, so
 #: that the sums' pipeline delay does not stall it when both run at the same pace.
 SUM_BUFFERS = 4

@@ -261,8 +261,8 @@ class DenseEngine(wiring.Component):
             addends = [(counts[j] << shift) if sign > 0 else -(counts[j] << shift) if sign < 0 else C(0)
                        for j, shift, sign in terms]
             lane_sums.append(pipelined_sum(m, addends, geo.sum_width, f"psum{p}"))
-        # the sums land (are written) sum_delay - 1 cycles after their issue
-        flags_d = self._delay(m, flags, geo.sum_delay - 1, "cflags")
+        # the sums are ready sum_delay - 2 cycles after their issue, and written one later
+        flags_d = self._delay(m, flags, geo.sum_delay - 2, "cflags")
         valid, first, last_chunk, end_group = flags_d[0], flags_d[1], flags_d[2], flags_d[3]
         slot = flags_d[4:4 + bits_for_levels(max(2, layer.weight_bits))]   # the width of `plane`
         buf = flags_d[4 + len(slot):]
@@ -275,10 +275,12 @@ class DenseEngine(wiring.Component):
             with m.If(valid):
                 m.d.sync += acc.eq(total)
             totals.append(total.as_unsigned())
-        m.d.comb += [port.addr.eq(buf * layer.weight_bits + slot), port.data.eq(Cat(*totals)),
-                     port.en.eq(valid & last_chunk)]
-        with m.If(valid & end_group):
-            m.d.comb += sums_set.eq(C(1, SUM_BUFFERS) << buf)
+        # the write is registered: the sums memory is a block RAM, often far from the adders
+        w_addr, w_en = Signal.like(port.addr), Signal()
+        w_data, w_set = Signal.like(port.data, reset_less=True), Signal(SUM_BUFFERS)
+        m.d.sync += [w_addr.eq(buf * layer.weight_bits + slot), w_data.eq(Cat(*totals)), w_en.eq(valid & last_chunk),
+                     w_set.eq(Mux(valid & end_group, C(1, SUM_BUFFERS) << buf, 0))]
+        m.d.comb += [port.addr.eq(w_addr), port.data.eq(w_data), port.en.eq(w_en), sums_set.eq(w_set)]
 
     @staticmethod
     def _delay(m, value, cycles, name, reset_less=False):
