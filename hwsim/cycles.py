@@ -30,7 +30,7 @@ from lqir import DenseLayer, UnsupportedLayerError
 from .stages import EngineStage, MaxStage, WindowStage, network_stages
 
 __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_latency", "group_planes",
-           "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY",
+           "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY", "WEIGHT_BANK", "weight_banks",
            "FINAL_DELAY", "COLLECT_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
 
 #: Cycles from a group's last compute issue to its sums being visible to the finalizer,
@@ -39,7 +39,10 @@ __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_l
 COMPUTE_DELAY = 4
 #: Sum buffers between compute and finalizer: compute may run this many groups ahead, so
 #: that the sums' pipeline delay does not stall it when both run at the same pace.
-SUM_BUFFERS = 4
+SUM_BUFFERS = 8
+#: Words per weight memory bank (a DP16KD holds 512 words of up to 36 bits; deeper weight
+#: memories are banked, see ``weight_banks``).
+WEIGHT_BANK = 512
 #: Cycles from a block's last finalizer step to its beat being visible in the FIFO:
 #: sum read, its register, lane select, 2·R − V, product, accumulate, beat register, FIFO write.
 FINAL_DELAY = 8
@@ -139,6 +142,13 @@ class EngineSchedule:
         return sum(self.group_blocks)
 
 
+def weight_banks(layer, folding):
+    """Banks of ``WEIGHT_BANK`` words the engine's weight memory is split into; with more
+    than one, the bank select and its register add a cycle to compute."""
+    words = sum(len(p) for p in group_planes(layer, folding)) * -(-layer.in_features // folding.simd)
+    return -(-words // WEIGHT_BANK)
+
+
 def engine_schedule(layer, folding):
     check_foldable(layer)
     chunks = -(-layer.in_features // folding.simd)
@@ -148,7 +158,7 @@ def engine_schedule(layer, folding):
     return EngineSchedule(in_beats=-(-layer.in_features // folding.in_lanes), chunks=chunks,
                           group_planes=tuple(len(p) for p in planes), group_blocks=blocks,
                           sum_delay=(popcount_latency(folding.simd) + popcount_latency(len(plane_sum_terms(layer.in_coef)))
-                                     + COMPUTE_DELAY),
+                                     + COMPUTE_DELAY + int(weight_banks(layer, folding) > 1)),
                           fifo_depth=max(FINAL_DELAY + 1, sum(blocks)))
 
 

@@ -25,7 +25,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hwsim.cycles import SUM_BUFFERS, Folding, engine_schedule, plane_sum_terms
+from hwsim.cycles import SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, plane_sum_terms, weight_banks
 from lqir import bits_for_levels, input_values
 
 from .adders import pipelined_sum
@@ -41,10 +41,6 @@ __all__ = ["DenseEngine", "BLOCK_RAM_MEMORIES"]
 #: ones (input planes, plane sums) are ping-pong buffers: a read of a word written in the
 #: same cycle is never used, so synthesis need not order the two (``no_rw_check``).
 BLOCK_RAM_MEMORIES = ("weights*", "plane*", "sums", "coefs", "bias", "thresholds")
-
-
-#: Words per weight memory bank: a DP16KD holds 512 words of up to 36 bits.
-WEIGHT_BANK = 512
 
 
 def _mem(m, name, shape, init):
@@ -227,8 +223,9 @@ class DenseEngine(wiring.Component):
         """The weight word at ``addr``, two cycles later (read, then a register synthesis
         moves into the block RAM). A memory deeper than one block RAM's 512 words is split
         into banks of 512 read side by side, each with its own output register, and the
-        bank is selected after them: Yosys would cascade one deep memory by depth, with a
-        multiplexer between the RAMs and the register, which then stays in the fabric."""
+        bank is selected after them and registered again, three cycles after ``addr``:
+        Yosys would cascade one deep memory by depth, with a multiplexer between the RAMs
+        and the register, which then stays in the fabric."""
         width = self.geometry.pe * self.geometry.simd
         banks = [words[k:k + WEIGHT_BANK] for k in range(0, len(words), WEIGHT_BANK)]
         if len(banks) == 1:
@@ -241,15 +238,16 @@ class DenseEngine(wiring.Component):
             m.d.comb += port.addr.eq(addr[:WEIGHT_BANK.bit_length() - 1])
             outs.append(self._delay(m, port.data, 1, f"w_bank{b}", reset_less=True))
         which = self._delay(m, addr[WEIGHT_BANK.bit_length() - 1:], 2, "w_bank_sel")
-        return Array(outs)[which]
+        return self._delay(m, Array(outs)[which], 1, "w_word", reset_less=True)
 
     def _compute_datapath(self, m, w_word, a_rd, flags, sums, sums_set):
         geo, layer = self.geometry, self.layer
         terms = plane_sum_terms(layer.in_coef)
         # memory output register (block RAM OUTREG), then AND and popcount
         # reset-less, so that synthesis can put them in the RAMs (rtl/netlist.py)
-        a_words = [Signal(geo.simd, name=f"a_word{j}", reset_less=True) for j in range(layer.in_bits)]
-        m.d.sync += [a.eq(p.data) for a, p in zip(a_words, a_rd)]
+        # (one register more when the weights are banked, to meet their bank select)
+        banked = weight_banks(layer, self.folding) > 1
+        a_words = [self._delay(m, p.data, 1 + banked, f"a_word{j}", reset_less=True) for j, p in enumerate(a_rd)]
         lane_sums = []
         for p in range(geo.pe):
             counts = []
@@ -328,7 +326,9 @@ class DenseEngine(wiring.Component):
                         m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
         self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
                                      Array(v_buf)[rb], len(block))
-        m.d.sync += used.eq(used + (go & starting) - (fifo.r_en & fifo.r_rdy))
+        # the read (the next stage's ready, from afar) only selects between two sums
+        started = used + (go & starting)
+        m.d.sync += used.eq(Mux(fifo.r_en & fifo.r_rdy, started - 1, started))
 
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes

@@ -8,11 +8,10 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 
 from dataclasses import dataclass
 
-from hwsim.cycles import SUM_BUFFERS, Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
+from hwsim.cycles import SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
 from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
 from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
-from .engine import WEIGHT_BANK
 from .images import EngineGeometry
 
 __all__ = ["DEVICE_LIMITS", "EngineCost", "engine_cost", "stage_cost", "network_cost", "fold_for_ii",
