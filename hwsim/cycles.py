@@ -198,6 +198,7 @@ class EngineModel(_FifoWriter):
         # finalizer
         self.frb, self.fg, self.fblock, self.fstep = 0, 0, 0, 0
         self.pending, self.level = 0, 0
+        self.read_last = 0      # the FIFO gave a beat last cycle: the room count sees it a cycle late
 
     @property
     def in_ready(self):
@@ -233,7 +234,7 @@ class EngineModel(_FifoWriter):
                         nxt[("full", self.rb)] = False
                         self.rb, self.cg = 1 - self.rb, 0
         # finalizer: a block starts when its sums are there and the FIFO has room for its beat
-        if self.fstep > 0 or (self.sums_full[self.frb] and self.level + self.pending < s.fifo_depth):
+        if self.fstep > 0 or (self.sums_full[self.frb] and self.level + self.pending + self.read_last < s.fifo_depth):
             if self.fstep == 0:
                 nxt["pending"] = nxt.get("pending", 0) + 1
             self.fstep += 1
@@ -247,6 +248,7 @@ class EngineModel(_FifoWriter):
                     self.fg = (self.fg + 1) % len(s.group_planes)
         # the clock edge
         self.level -= int(gave_output)
+        self.read_last = int(gave_output)
         self.pending += nxt.pop("pending", 0)
         for (kind, index), value in nxt.items():
             {"full": self.full, "sums": self.sums_full, "busy": self.sums_busy}[kind][index] = value

@@ -306,6 +306,7 @@ class DenseEngine(wiring.Component):
         b_addr = Signal(range(max(2, sum(geo.blocks))))
         # beats in the FIFO plus beats started and not yet written, as one counter (a write
         # moves a beat from one to the other): +1 per block started, −1 per beat read out
+        # (a cycle late: hwsim.cycles.EngineModel counts the same way)
         used = Signal(range(self.schedule.fifo_depth + 1))
         last_step = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
         last_block = Array([C(b - 1, range(max(2, max(geo.blocks)))) for b in geo.blocks])[g]
@@ -326,9 +327,9 @@ class DenseEngine(wiring.Component):
                         m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
         self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
                                      Array(v_buf)[rb], len(block))
-        # the read (the next stage's ready, from afar) only selects between two sums
-        started = used + (go & starting)
-        m.d.sync += used.eq(Mux(fifo.r_en & fifo.r_rdy, started - 1, started))
+        # a read (the next stage's ready, from afar) is counted a cycle late, from a register
+        read = Signal()
+        m.d.sync += [read.eq(fifo.r_en & fifo.r_rdy), used.eq(used + (go & starting) - read)]
 
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
