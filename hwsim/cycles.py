@@ -30,7 +30,8 @@ from lqir import DenseLayer, UnsupportedLayerError
 from .stages import EngineStage, MaxStage, WindowStage, network_stages
 
 __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_latency", "group_planes",
-           "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY", "WEIGHT_BANK", "weight_banks",
+           "plane_sum_terms", "engine_schedule", "layer_timing", "check_foldable", "network_timing", "COMPUTE_DELAY",
+           "WEIGHT_BANK", "weight_banks",
            "FINAL_DELAY", "COLLECT_DELAY", "SUM_BUFFERS", "WINDOW_DELAY", "WindowModel", "MaxModel", "stage_model", "stage_in_beats"]
 
 #: Cycles from a group's last compute issue to its sums being visible to the finalizer,

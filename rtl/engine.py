@@ -134,7 +134,8 @@ class DenseEngine(wiring.Component):
         last_beat, chunk_end = Signal(init=beats == 1), Signal(init=slots == 1 or beats == 1)
         next_last = Mux(last_beat, beats == 1, beat == beats - 2)
         with m.If(take):
-            m.d.sync += [last_beat.eq(next_last), chunk_end.eq(Mux(chunk_end, slots == 1, slot == slots - 2) | next_last)]
+            m.d.sync += [last_beat.eq(next_last),
+                         chunk_end.eq(Mux(chunk_end, slots == 1, slot == slots - 2) | next_last)]
         tail = geo.in_features - (beats - 1) * lanes            # lanes used by the last beat
         valid = [C(1) if lane < tail else ~last_beat for lane in range(lanes)]
         for j, mem in enumerate(planes):

@@ -8,7 +8,8 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 
 from dataclasses import dataclass
 
-from hwsim.cycles import SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, layer_timing, network_timing, plane_sum_terms
+from hwsim.cycles import (SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, layer_timing, network_timing,
+                          plane_sum_terms)
 from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
 from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
