@@ -228,17 +228,17 @@ class DenseEngine(wiring.Component):
         Yosys would cascade one deep memory by depth, with a multiplexer between the RAMs
         and the register, which then stays in the fabric."""
         width = self.geometry.pe * self.geometry.simd
-        banks = [words[k:k + WEIGHT_BANK] for k in range(0, len(words), WEIGHT_BANK)]
-        if len(banks) == 1:
+        if weight_banks(self.layer, self.folding) == 1:
             port = _mem(m, "weights", unsigned(width), words).read_port()
             m.d.comb += port.addr.eq(addr)
             return self._delay(m, port.data, 1, "w_word", reset_less=True)
+        in_bank = WEIGHT_BANK.bit_length() - 1                 # address bits within a bank
         outs = []
-        for b, bank in enumerate(banks):
-            port = _mem(m, f"weights{b}", unsigned(width), bank).read_port()
-            m.d.comb += port.addr.eq(addr[:WEIGHT_BANK.bit_length() - 1])
+        for b, k in enumerate(range(0, len(words), WEIGHT_BANK)):
+            port = _mem(m, f"weights{b}", unsigned(width), words[k:k + WEIGHT_BANK]).read_port()
+            m.d.comb += port.addr.eq(addr[:in_bank])
             outs.append(self._delay(m, port.data, 1, f"w_bank{b}", reset_less=True))
-        which = self._delay(m, addr[WEIGHT_BANK.bit_length() - 1:], 2, "w_bank_sel")
+        which = self._delay(m, addr[in_bank:], 2, "w_bank_sel")
         return self._delay(m, Array(outs)[which], 1, "w_word", reset_less=True)
 
     def _compute_datapath(self, m, w_word, a_rd, flags, sums, sums_set):

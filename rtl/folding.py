@@ -9,7 +9,7 @@ of the digits W2/A2 MLP at three foldings; see ``COST`` for the measurements.
 from dataclasses import dataclass
 
 from hwsim.cycles import (SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, layer_timing, network_timing,
-                          plane_sum_terms)
+                          plane_sum_terms, weight_banks)
 from hwsim.stages import EngineStage, MaxStage, WindowStage, engine_views, network_stages
 from lqir import Conv2dLayer, DenseLayer, MaxPool2dLayer, check_backend, conv_output_size
 
@@ -61,16 +61,14 @@ def engine_cost(layer, folding):
     loader = folding.in_lanes * COST["lane"] + geo.simd * k_a * COST["input_bit"]
     logic = popcount + plane_sums + select + finalize + loader + COST["engine"]
     dsp = units if geo.coef_width > 2 and geo.term_width > 2 else 0
-    return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=_engine_bram(layer, geo, n_thr))
+    return EngineCost(lut4=int(logic * COST["placement"]), dsp=dsp, bram=_engine_bram(layer, folding, geo, n_thr))
 
 
-def _engine_bram(layer, geo, n_thr):
+def _engine_bram(layer, folding, geo, n_thr):
     """DP16KD of every engine memory (all of them are block RAM: rtl.engine.BLOCK_RAM_MEMORIES)."""
-    issues = sum(len(p) for p in geo.planes)                        # (group, plane) pairs
     blocks_out = sum(geo.blocks)
     beats = sum(b * len(p) for b, p in zip(geo.blocks, geo.planes))
-    weight_banks = -(-issues * geo.chunks // WEIGHT_BANK)                # weights: banks of 512 words
-    memories = [(geo.pe * geo.simd, WEIGHT_BANK)] * weight_banks
+    memories = [(geo.pe * geo.simd, WEIGHT_BANK)] * weight_banks(layer, folding)   # weights
     memories += [(geo.pe * geo.sum_width, SUM_BUFFERS * layer.weight_bits),  # plane sums
                 (geo.units * geo.coef_width, beats),                       # coefficients
                 (geo.units * layer.acc_bits, blocks_out)]                  # bias

@@ -74,6 +74,26 @@ def _sinks(cells):
     return sinks
 
 
+def _registers_behind(cells, sinks, connections, pins, clock=None):
+    """``({pin: flip-flop}, clock)`` when every used pin of ``pins`` feeds exactly one plain
+    register and nothing else, all on ``clock`` (or, with None, on one clock they share);
+    ``(None, None)`` when any does not or no pin is used."""
+    registers = {}
+    for pin in pins:
+        bits = connections.get(pin)
+        if not bits or not isinstance(bits[0], int) or not sinks.get(bits[0]):
+            continue                                    # an unused output bit
+        users = sinks[bits[0]]
+        if len(users) != 1 or users[0][1] != "DI" or cells[users[0][0]]["type"] != "TRELLIS_FF":
+            return None, None
+        ff = cells[users[0][0]]
+        clock = clock or ff["connections"]["CLK"]
+        if not _is_plain_register(ff, clock):
+            return None, None
+        registers[pin] = users[0][0]
+    return (registers, clock) if registers else (None, None)
+
+
 def _port_registers(cells, sinks, ram, outs, clock_port, clock_mux, enable_port):
     """The flip-flop behind each used data bit of one read port, or None if any bit has no
     single plain register behind it (then the port keeps NOREG)."""
@@ -82,18 +102,7 @@ def _port_registers(cells, sinks, ram, outs, clock_port, clock_mux, enable_port)
         return None                                     # an inverted clock: leave it alone
     if conn.get(enable_port, ["1"]) != ["1"] or conn.get(f"RST{clock_port[-1]}", ["0"]) != ["0"]:
         return None
-    registers = {}
-    for port in outs:
-        bits = conn.get(port)
-        if not bits or not isinstance(bits[0], int) or not sinks.get(bits[0]):
-            continue                                    # an unused output bit
-        users = sinks[bits[0]]
-        if len(users) != 1 or users[0][1] != "DI" or cells[users[0][0]]["type"] != "TRELLIS_FF":
-            return None
-        if not _is_plain_register(cells[users[0][0]], conn[clock_port]):
-            return None
-        registers[port] = users[0][0]
-    return registers or None
+    return _registers_behind(cells, sinks, conn, outs, conn[clock_port])[0]
 
 
 def absorb_output_registers(netlist, top):
@@ -142,25 +151,6 @@ def _input_registers(cells, drivers, sinks, dsp_name, prefix):
     return (registers, clock) if registers else (None, None)
 
 
-def _output_registers(cells, sinks, dsp):
-    """``{pin: flip-flop}`` when every used product pin feeds exactly one plain register
-    (on one clock) and nothing else; None otherwise. Returns that clock too."""
-    registers, clock = {}, None
-    for k in range(36):
-        bits = dsp["connections"].get(f"P{k}")
-        if not bits or not isinstance(bits[0], int) or not sinks.get(bits[0]):
-            continue
-        users = sinks[bits[0]]
-        if len(users) != 1 or users[0][1] != "DI" or cells[users[0][0]]["type"] != "TRELLIS_FF":
-            return None, None
-        ff = cells[users[0][0]]
-        clock = clock or ff["connections"]["CLK"]
-        if not _is_plain_register(ff, clock):
-            return None, None
-        registers[f"P{k}"] = users[0][0]
-    return (registers, clock) if registers else (None, None)
-
-
 def _clock_dsp(dsp, clock):
     conn, dirs = dsp["connections"], dsp["port_directions"]
     if conn.get("CLK0", ["0"]) not in (["0"], clock):
@@ -184,7 +174,7 @@ def absorb_multiplier_registers(netlist, top):
         drivers, sinks = _drivers(cells), _sinks(cells)
         dsp = cells[name]
         ins = [_input_registers(cells, drivers, sinks, name, op) for op in "AB"]
-        out, out_clock = _output_registers(cells, sinks, dsp)
+        out, out_clock = _registers_behind(cells, sinks, dsp["connections"], [f"P{k}" for k in range(36)])
         (a_regs, a_clock), (b_regs, b_clock) = ins
         if a_regs and b_regs and a_clock == b_clock and _clock_dsp(dsp, a_clock):
             for regs, op in ((a_regs, "A"), (b_regs, "B")):
