@@ -118,6 +118,8 @@ def absorb_output_registers(netlist, top):
     absorbed = 0
     for ram in [c for c in cells.values() if c["type"] == "DP16KD"]:
         for outs, clock_port, clock_mux, enable_port, regmodes in _read_ports(ram):
+            if any(_param_str(ram["parameters"].get(r, "NOREG")) != "NOREG" for r in regmodes):
+                continue          # its register is in use: the next one along is another cycle
             registers = _port_registers(cells, sinks, ram, outs, clock_port, clock_mux, enable_port)
             if registers is None:
                 continue
@@ -176,6 +178,11 @@ def absorb_multiplier_registers(netlist, top):
         ins = [_input_registers(cells, drivers, sinks, name, op) for op in "AB"]
         out, out_clock = _registers_behind(cells, sinks, dsp["connections"], [f"P{k}" for k in range(36)])
         (a_regs, a_clock), (b_regs, b_clock) = ins
+        params = {k: _param_str(v) for k, v in dsp["parameters"].items()}
+        if any(params.get(f"REG_{reg}_CLK", "NONE") != "NONE" for reg in ("INPUTA", "INPUTB")):
+            a_regs = b_regs = None    # registers in use: the next ones along are other cycles
+        if params.get("REG_OUTPUT_CLK", "NONE") != "NONE":
+            out = None
         if a_regs and b_regs and a_clock == b_clock and _clock_dsp(dsp, a_clock):
             for regs, op in ((a_regs, "A"), (b_regs, "B")):
                 for pin, ff_name in regs.items():

@@ -98,6 +98,24 @@ def test_true_dual_port_halves_are_separate():
     assert sum(c["type"] == "TRELLIS_FF" for c in netlist["modules"]["top"]["cells"].values()) == 4
 
 
+def test_a_second_run_leaves_the_next_register_in_the_fabric():
+    """Registered twice (as the engine's bias and thresholds are): only the first register
+    moves, and running the pass again must not move the second one (a cycle would be lost)."""
+    n = Netlist()
+    ram = n.ram(36)
+    first = {port: n.ff(ram["connections"][port][0]) for port in ("DOA0", "DOA1")}
+    second = [n.ff(q) for q in first.values()]
+    n.dsp([n.ff(n.net())], [n.ff(n.net())])
+    dsp = next(c for c in n.cells.values() if c["type"] == "MULT18X18D")
+    n.ff(n.ff(dsp["connections"]["P0"][0]))             # the product, registered twice
+    netlist = n.json()
+    assert absorb_output_registers(netlist, "top") == 2 and absorb_multiplier_registers(netlist, "top") == 3
+    assert [ram["connections"][p] for p in first] == [[q] for q in first.values()]
+    after = copy.deepcopy(netlist)
+    assert absorb_output_registers(netlist, "top") == 0 and absorb_multiplier_registers(netlist, "top") == 0
+    assert netlist == after and len(second) == 2
+
+
 @pytest.mark.parametrize("case", ["enable", "other clock", "reset", "set", "inverted clock", "second reader",
                                   "ram reset", "ram clock inverted", "one bit not registered"])
 def test_ram_registers_that_are_not_plain_stay(case):
