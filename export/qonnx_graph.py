@@ -18,6 +18,8 @@ from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
+from lqir.fileio import require_file
+
 __all__ = ["QonnxImportError", "Graph", "read_graph", "label", "node_attrs", "channel_vector"]
 
 
@@ -53,11 +55,7 @@ def channel_vector(value, rank, channels, what):
 
 
 def _parse(path):
-    path = Path(path)
-    if path.is_dir():
-        raise QonnxImportError(f"{path}: is a folder, not an ONNX file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path, f"{path}: is a folder, not an ONNX file", f"{path}: no such file", QonnxImportError)
     data = path.read_bytes()
     try:
         proto = onnx.load_model_from_string(data)

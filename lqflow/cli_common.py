@@ -9,7 +9,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from lqir.fileio import read_npy
+from lqir.fileio import read_npy, require_file
 
 __all__ = ["UsageError", "add_model_io", "inputs_from_args", "load_inputs", "dataset_split", "input_paths", "positive_int",
            "positive_float", "check_output_file", "check_output_folder", "describe_os_error", "print_table"]
@@ -122,11 +122,8 @@ def add_model_io(p):
 
 def load_inputs(path):
     """A user's ``X.npy`` of level indices, read without pickles (header checked first)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"--inputs {path}: is a folder, not a .npy file")
-    if not path.is_file():
-        raise FileNotFoundError(f"--inputs {path}: no such file")
+    path = require_file(path, f"--inputs {path}: is a folder, not a .npy file", f"--inputs {path}: no such file",
+                        UsageError)
     try:
         return read_npy(path)
     except (OSError, ValueError) as exc:

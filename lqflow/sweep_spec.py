@@ -20,6 +20,8 @@ from argparse import Namespace
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from lqir.fileio import require_file
+
 from .cli_hardware import DEVICES
 from .flow import RunConfig
 
@@ -165,11 +167,8 @@ def spec_from_dict(data):
 
 def load_spec(path):
     """``(SweepSpec, text)`` of a TOML spec file; every error names the file and the key."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give the sweep spec, a .toml file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; write the sweep spec (TOML) first")
+    path = require_file(path, f"{path}: is a folder; give the sweep spec, a .toml file",
+                        f"{path}: no such file; write the sweep spec (TOML) first")
     if path.stat().st_size > MAX_SPEC_BYTES:
         raise ValueError(f"{path}: a sweep spec may take at most {MAX_SPEC_BYTES // 1024} KiB")
     try:

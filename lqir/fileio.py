@@ -29,7 +29,7 @@ from .atomic import atomic_open
 from .model import LAYER_TYPES, InputSpec, MacLayer, Model, _check_name
 
 __all__ = ["FORMAT", "VERSION", "MAX_MANIFEST_BYTES", "MAX_ARRAY_BYTES", "NpzArchive", "read_npy",
-           "save", "load", "from_arrays"]
+           "require_file", "save", "load", "from_arrays"]
 
 FORMAT = "lqir"
 VERSION = 1
@@ -84,13 +84,22 @@ def _json_default(obj):
     raise TypeError(f"meta: {type(obj).__name__} is not JSON-serializable")
 
 
-def load(path):
-    """Read and validate an IR file; every problem is a ``ValueError`` naming its field."""
+def require_file(path, folder, missing, error=ValueError):
+    """``path`` as a ``Path`` when it names an existing file; a folder raises
+    ``error(folder)``, anything else ``FileNotFoundError(missing)`` (the caller's messages,
+    each naming the file and the fix)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an IR file (.lqir.npz)")
+        raise error(folder)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such IR file (write one with 'lqflow export')")
+        raise FileNotFoundError(missing)
+    return path
+
+
+def load(path):
+    """Read and validate an IR file; every problem is a ``ValueError`` naming its field."""
+    path = require_file(path, f"{path}: is a folder, not an IR file (.lqir.npz)",
+                        f"{path}: no such IR file (write one with 'lqflow export')")
     try:
         archive = NpzArchive(path)
     except ValueError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lqir.fileio import NpzArchive
+from lqir.fileio import NpzArchive, require_file
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "requantize"]
 
@@ -97,10 +97,7 @@ def _mnist5k():
 
 def _user_npz(path):
     """``x``, ``y`` and ``levels`` of a user's ``.npz``: every header checked before its data is read."""
-    if path.is_dir():
-        raise ValueError(f"Dataset file {path} is a folder, not a .npz file")
-    if not path.is_file():
-        raise FileNotFoundError(f"Dataset file {path} does not exist")
+    require_file(path, f"Dataset file {path} is a folder, not a .npz file", f"Dataset file {path} does not exist")
     try:
         npz = NpzArchive(path)
     except ValueError as exc:
