@@ -1,7 +1,8 @@
 """RTL efficiency: the digits W2/A2 MLP synthesized and placed on an ECP5-25F at three rates,
 beside the published figures of FINN and BISMO.
 
-    python benchmarks/rtl_efficiency.py [--model MODEL.lqir.npz | --arch cnn] [--freq 150] [--out runs/rtl-efficiency]
+    python benchmarks/rtl_efficiency.py [--model MODEL.lqir.npz | --arch cnn] [--freq 150] [--seeds 1 2 3]
+                                        [--out runs/rtl-efficiency]
 
 Without ``--model`` it trains the default ``lqflow run`` network first (digits, LQ W2/A2,
 64-128-128-10; about a minute).  For each target — 100 k and 1 M inferences/s, and the
@@ -13,11 +14,14 @@ per cycle.  "Binary MACs" counts one weight plane × one input plane per input
 (``Σ O·I·K_w·K_a``, times the output pixels of a convolution, padded taps included), the
 unit the FINN and BISMO figures below use.  ``--arch cnn`` trains and measures the
 ``lqflow run --arch cnn`` network (16-32 channels) instead; a target its image streams
-cannot reach is reported as such.
+cannot reach is reported as such.  With ``--seeds``, each design's netlist is also placed
+with the other seeds and the row shows Fmax's spread (min / median / max): placement alone
+moves it by a few per cent.
 """
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,18 +62,23 @@ def highest_fitting(model, freq, device):
     return best
 
 
-def row(model, foldings, folder, freq, device):
-    from rtl.synth import efficiency, synthesize
-    from rtl.verilog import write_network
+def row(model, foldings, folder, freq, device, seeds):
+    from rtl.synth import efficiency, place_and_route, synthesize
+    from rtl.verilog import TOP_NAME, write_network
 
     verilog, info = write_network(model, foldings, folder)
     t0 = time.perf_counter()
-    report = synthesize(verilog, folder / "synth", device=device, target_mhz=freq, description=info)
+    report = synthesize(verilog, folder / "synth", device=device, target_mhz=freq, seed=seeds[0], description=info)
     eff = efficiency(report, info)
+    # the same netlist placed with the other seeds: how much of Fmax is placement luck
+    fmaxes = [report.fmax_mhz] + [place_and_route(folder / "synth" / f"{TOP_NAME}.ecp5.json",
+                                                  folder / "synth" / f"seed{seed}", device, freq, seed)[1]
+                                  for seed in seeds[1:]]
+    spread = f"{min(fmaxes):.1f} / {statistics.median(fmaxes):.1f} / {max(fmaxes):.1f}" if len(seeds) > 1 else ""
     folding = " ".join(f"{l['pe']}×{l['simd']}/{l['out_lanes']}" for l in info["layers"])
     return [folding, f"{report.pnr_lut4:,}", f"{report.ff:,}", report.bram, report.dsp, f"{report.fmax_mhz:.1f}",
-            info["initiation_interval_cycles"], f"{eff['inferences_per_s']:,}", f"{eff['macs_per_lut_cycle']:.3f}",
-            f"{time.perf_counter() - t0:.0f} s"]
+            spread, info["initiation_interval_cycles"], f"{eff['inferences_per_s']:,}",
+            f"{eff['macs_per_lut_cycle']:.3f}", f"{time.perf_counter() - t0:.0f} s"]
 
 
 def main():
@@ -80,6 +89,9 @@ def main():
     parser.add_argument("--device", default="25k", choices=["25k", "45k", "85k"])
     parser.add_argument("--out", type=Path, default=Path("runs/rtl-efficiency"))
     parser.add_argument("--only-highest", action="store_true", help="only the highest rate that fits")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
+                        help="nextpnr seeds: the first gives the row's figures (as 'lqflow synth', seed 1), "
+                             "all of them the Fmax spread min / median / max (default: 1 only)")
     args = parser.parse_args()
     import lqir
     from rtl.folding import fold_network, target_ii_for
@@ -94,11 +106,12 @@ def main():
     top = highest_fitting(model, args.freq, args.device)
     if top is not None:
         targets.append((f"highest that fits ({top[1]:,.0f}/s)", top[0]))
-    header = ["target", "folding (PE×SIMD/lanes)", "placed LUT4", "FF", "DP16KD", "DSP", "Fmax MHz", "II",
+    header = ["target", "folding (PE×SIMD/lanes)", "placed LUT4", "FF", "DP16KD", "DSP", "Fmax MHz",
+              "Fmax over seeds", "II",
               "inferences/s", "MACs/LUT4/cycle", "synth+P&R"]
     rows = []
     for k, (name, foldings) in enumerate(targets):
-        rows.append([name] + row(model, foldings, args.out / f"target{k}", args.freq, args.device))
+        rows.append([name] + row(model, foldings, args.out / f"target{k}", args.freq, args.device, args.seeds))
         print(" | ".join(map(str, rows[-1])), flush=True)
     print()
     print("| " + " | ".join(header) + " |")
@@ -106,7 +119,7 @@ def main():
     for r in rows:
         print("| " + " | ".join(map(str, r)) + " |")
     for name, figures, eff in REFERENCES:
-        print(f"| {name} | {figures} |" + " |" * 7 + f" {eff} | |")
+        print(f"| {name} | {figures} |" + " |" * 8 + f" {eff} | |")
     (args.out / "rtl_efficiency.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
 
 

@@ -15,8 +15,9 @@ engine runs three processes side by side, each at its own pace:
 
 Handoffs: a bank is *full* from the loader's last beat until compute's last read of it;
 a sum buffer is *busy* from compute's first issue into it, and *full* from its last write,
-until the finalizer's last read (busy from the first issue, not the first write: compute
-may come round to a buffer again before its earlier sums have landed); the
+until the cycle after the finalizer's last read (busy from the first issue, not the first
+write: compute may come round to a buffer again before its earlier sums have landed; the
+release is registered in the RTL, so it shows a cycle late); the
 finalizer starts a block only while the FIFO has room for it (beats stored + beats in
 flight < depth).  :class:`EngineModel` mirrors these registers cycle by cycle.
 """
@@ -39,8 +40,11 @@ __all__ = ["Folding", "LayerTiming", "NetworkTiming", "EngineModel", "popcount_l
 #: write register, the write.
 COMPUTE_DELAY = 4
 #: Sum buffers between compute and finalizer: compute may run this many groups ahead, so
-#: that the sums' pipeline delay does not stall it when both run at the same pace.
-SUM_BUFFERS = 8
+#: that the sums' pipeline delay does not stall it when both run at the same pace (a
+#: buffer is held from its first issue through the sums' delay and the finalizer's read,
+#: plus the registered release: about 17 cycles; sixteen cover groups of two cycles, and a
+#: power of two keeps the ring's pointers plain counters).
+SUM_BUFFERS = 16
 #: Words per weight memory bank (a DP16KD holds 512 words of up to 36 bits; deeper weight
 #: memories are banked, see ``weight_banks``).
 WEIGHT_BANK = 512
@@ -48,8 +52,9 @@ WEIGHT_BANK = 512
 #: sum read, its register, lane select, 2·R − V, product, accumulate, beat register, FIFO write.
 FINAL_DELAY = 8
 #: The argmax collector: cycles from taking the last logit beat to its output beat (the
-#: last beat's compare, then the beat), during which it takes nothing.
-COLLECT_DELAY = 2
+#: beat's maximum and its compares, the running maximum, then the beat), during which it
+#: takes nothing.
+COLLECT_DELAY = 3
 
 
 def popcount_latency(width):
@@ -243,8 +248,8 @@ class EngineModel(_FifoWriter):
                 self._at(FINAL_DELAY - 1, self._write_beat)
                 self.fstep, self.fblock = 0, self.fblock + 1
                 if self.fblock == s.group_blocks[self.fg]:
-                    nxt[("sums", self.frb)] = False
-                    nxt[("busy", self.frb)] = False
+                    # released a cycle later (the RTL registers the release)
+                    self._at(1, lambda b=self.frb: self._release(b))
                     self.frb, self.fblock = (self.frb + 1) % SUM_BUFFERS, 0
                     self.fg = (self.fg + 1) % len(s.group_planes)
         # the clock edge
@@ -254,6 +259,9 @@ class EngineModel(_FifoWriter):
         for (kind, index), value in nxt.items():
             {"full": self.full, "sums": self.sums_full, "busy": self.sums_busy}[kind][index] = value
         self._edge()
+
+    def _release(self, buf):
+        self.sums_full[buf] = self.sums_busy[buf] = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Collects the last layer's accumulators and emits them with the predicted class."""
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,9 +21,10 @@ class ArgmaxCollector(wiring.Component):
         Bits ``[k*acc_bits, (k+1)*acc_bits)``: logit k (two's complement); the top
         ``bits_for_levels(classes)`` bits: the predicted class (first index on ties).
 
-    Timing: one input beat per cycle; the output beat two cycles after the last one (the
-    last beat's compare, then the beat: ``hwsim.cycles.COLLECT_DELAY``); ``i`` is not
-    ready from the last beat until the output beat has left.
+    Timing: one input beat per cycle; the output beat three cycles after the last one
+    (the beat's own maximum and its compares, the running maximum, then the beat:
+    ``hwsim.cycles.COLLECT_DELAY``); ``i`` is not ready from the last beat until the output
+    beat has left.
     """
 
     def __init__(self, classes, acc_bits, lanes=1):
@@ -48,26 +49,30 @@ class ArgmaxCollector(wiring.Component):
         best = Signal(signed(width))
         pred = Signal(self.pred_width)
         beat = Signal(range(max(self.beats, 2)))
-        # the beat taken last cycle, stored and compared then: both start from registers,
-        # not from the producer's FIFO (a LUT RAM read, then a carry chain, in one cycle)
-        taken, taken_beat, pending = (Signal(len(self.i.payload), reset_less=True), Signal.like(beat), Signal())
+        # Stage 0: the beat taken last cycle, with "first"/"last" flags, in registers (not
+        # compared straight from the producer's FIFO, a LUT RAM read).
+        taken, taken_beat = Signal(len(self.i.payload), reset_less=True), Signal.like(beat)
+        taken_first, taken_last, pending = Signal(), Signal(), Signal()
         m.d.comb += self.o.payload.eq(sum((lg.as_unsigned() << (n * width) for n, lg in enumerate(logits)),
                                           pred << (self.classes * width)))
         m.d.sync += pending.eq(0)
         with m.If(pending):
             self._store(m, logits, taken, taken_beat)
-            self._compare(m, taken, taken_beat, best, pred)
+        self._running_max(m, taken, taken_beat, (pending, taken_first, taken_last), best, pred)
         with m.FSM(name="collect"):
             with m.State("COLLECT"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [taken.eq(self.i.payload), taken_beat.eq(beat), pending.eq(1)]
+                    m.d.sync += [taken.eq(self.i.payload), taken_beat.eq(beat), pending.eq(1),
+                                 taken_first.eq(beat == 0), taken_last.eq(beat == self.beats - 1)]
                     with m.If(beat == self.beats - 1):
                         m.d.sync += beat.eq(0)
                         m.next = "FINISH"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
-            with m.State("FINISH"):          # the last beat's compare
+            with m.State("FINISH"):          # the last beat's own maximum and compares
+                m.next = "DECIDE"
+            with m.State("DECIDE"):          # the running maximum takes it or not
                 m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += self.o.valid.eq(1)
@@ -83,19 +88,41 @@ class ArgmaxCollector(wiring.Component):
                 with m.If(beat == k // self.lanes):
                     m.d.sync += logits[k].eq(value)
 
-    def _compare(self, m, word, beat, best, pred):
-        """Carry the running maximum across one beat's lanes, in class order."""
+    def _beat_max(self, word, beat, last):
+        """The beat's largest live lane and its class index (the first on ties)."""
         width = self.acc_bits
-        run_best, run_pred = best, pred
-        for lane in range(self.lanes):
+        tail = self.classes - (self.beats - 1) * self.lanes        # lanes the last beat uses
+        top, index = word[:width].as_signed(), beat * self.lanes
+        for lane in range(1, self.lanes):
             value = word[lane * width:(lane + 1) * width].as_signed()
-            index = beat * self.lanes + lane
-            live = index < self.classes
-            # strictly greater keeps the first index on ties; class 0 starts the search
-            better = live & ((index == 0) | (value > run_best))
-            nb, np_ = Signal(signed(width), name=f"best_l{lane}"), Signal(self.pred_width, name=f"pred_l{lane}")
-            m.d.comb += [nb.eq(run_best), np_.eq(run_pred)]
-            with m.If(better):
-                m.d.comb += [nb.eq(value), np_.eq(index)]
-            run_best, run_pred = nb, np_
-        m.d.sync += [best.eq(run_best), pred.eq(run_pred)]
+            better = (value > top) if lane < tail else ~last & (value > top)
+            top, index = Mux(better, value, top), Mux(better, beat * self.lanes + lane, index)
+        return top, index
+
+    def _running_max(self, m, word, beat, flags, best, pred):
+        """Two stages, so that no carry chain is inside the running maximum's loop.
+
+        Stage 1 compares the beat's maximum with ``best`` and with the previous beat's
+        candidate (which stage 2 is deciding on meanwhile); stage 2 picks the compare that
+        holds — the candidate's if the previous beat won, else ``best``'s — with one LUT.
+        Strictly greater replaces ``best``, so ties keep the first index; class 0 starts.
+        """
+        pending, first, last = flags
+        top, index = self._beat_max(word, beat, last)
+        cand, cand_index = Signal(signed(self.acc_bits)), Signal(self.pred_width)
+        cand_first, cand_pending, won = Signal(), Signal(), Signal()
+        m.d.sync += [cand.eq(top), cand_index.eq(index), cand_first.eq(first), cand_pending.eq(pending)]
+        over_best, over_cand = self._greater(m, top, best, "best"), self._greater(m, top, cand, "cand")
+        better = cand_pending & (cand_first | Mux(won, over_cand, over_best))
+        m.d.sync += won.eq(better)
+        with m.If(better):
+            m.d.sync += [best.eq(cand), pred.eq(cand_index)]
+
+    def _greater(self, m, a, b, name):
+        """``a > b`` (signed) one cycle later, from two half-width compares registered
+        separately: a 22-bit carry chain and its routing took most of a cycle."""
+        half = self.acc_bits // 2
+        hi_a, hi_b = a[half:].as_signed(), b[half:].as_signed()
+        hi_gt, hi_eq, lo_gt = Signal(name=f"{name}_hi_gt"), Signal(name=f"{name}_hi_eq"), Signal(name=f"{name}_lo_gt")
+        m.d.sync += [hi_gt.eq(hi_a > hi_b), hi_eq.eq(hi_a == hi_b), lo_gt.eq(a[:half] > b[:half])]
+        return hi_gt | (hi_eq & lo_gt)

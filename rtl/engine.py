@@ -21,7 +21,6 @@ IR proves every final accumulator fits.
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +28,7 @@ from hwsim.cycles import SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, pla
 from lqir import bits_for_levels, input_values
 
 from .adders import pipelined_sum
+from .fifo import StreamFifo
 from .images import EngineGeometry, block_image, coef_image, weight_image
 from .popcount import POPCOUNT_PREFIX, Popcount
 
@@ -48,6 +48,30 @@ def _mem(m, name, shape, init):
     mem = Memory(shape=shape, depth=max(2, len(init)), init=init)
     m.submodules[name] = mem
     return mem
+
+
+def _following(buffer):
+    """The sum buffer after ``buffer``, in ring order."""
+    return Mux(buffer == SUM_BUFFERS - 1, 0, buffer + 1)
+
+
+def _ring_flags(m, add, remove, size, name):
+    """("some", "all") of a ring of ``size`` buffers taken and given back in ring order,
+    as registers: the next values are chosen from registers by ``add`` and ``remove``.
+
+    In order, the buffers in use are a contiguous run of the ring, so "the next buffer to
+    take is in use" is "all are" and "the oldest is ready" is "some are": two flags in
+    place of a multiplexer over one flag per buffer."""
+    count = Signal(range(size + 1), name=f"{name}_count")
+    some, full = Signal(name=f"{name}_some"), Signal(name=f"{name}_all")
+    up, down = add & ~remove, remove & ~add
+    with m.If(up):
+        m.d.sync += count.eq(count + 1)
+    with m.Elif(down):
+        m.d.sync += count.eq(count - 1)
+    m.d.sync += [some.eq(Mux(up, 1, Mux(down, count != 1, some))),
+                 full.eq(Mux(up, count == size - 1, Mux(down, 0, full)))]
+    return some, full
 
 
 class DenseEngine(wiring.Component):
@@ -91,19 +115,24 @@ class DenseEngine(wiring.Component):
         full = Signal(2)
         m.d.sync += full.eq((full | full_set) & ~full_clr)
         # a sum buffer is busy from compute's first issue into it and full from its last write,
-        # both until the finalizer has read it
-        sums_set, sums_clr, sums_claim = Signal(SUM_BUFFERS), Signal(SUM_BUFFERS), Signal(SUM_BUFFERS)
-        sums_full, sums_busy = Signal(SUM_BUFFERS), Signal(SUM_BUFFERS)
-        m.d.sync += [sums_full.eq((sums_full | sums_set) & ~sums_clr),
-                     sums_busy.eq((sums_busy | sums_claim) & ~sums_clr)]
+        # both until the cycle after the finalizer has read it (the release is registered:
+        # the finalizer's step logic then does not reach compute's issue in one cycle)
+        # (compute claims, writes and the finalizer reads the buffers in ring order, so a
+        # count of each kind stands for the flags: _ring_flags)
+        sums_set, sums_read, sums_claim, sums_release = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += sums_release.eq(sums_read)
+        _, all_busy = _ring_flags(m, sums_claim, sums_release, SUM_BUFFERS, "busy")
+        some_full, _ = _ring_flags(m, sums_set, sums_read, SUM_BUFFERS, "full")
         planes = [_mem(m, f"plane{j}", unsigned(geo.simd), [0] * (2 * geo.chunks))
                   for j in range(self.layer.in_bits)]
         sums = _mem(m, "sums", unsigned(geo.pe * geo.sum_width), [0] * (SUM_BUFFERS * self.layer.weight_bits))
         v_bank = [Signal(signed(geo.value_width), name=f"v_bank{b}") for b in range(2)]
-        v_buf = [Signal(signed(geo.value_width), name=f"v_buf{b}") for b in range(SUM_BUFFERS)]
+        # V of each sum buffer's group (the vector's input value sum): a LUT RAM written at
+        # the claim, read by the finalizer (16 registers and a 16-way multiplexer otherwise)
+        v_buf = _mem(m, "group_values", signed(geo.value_width), [0] * SUM_BUFFERS)
         self._loader(m, planes, full, full_set, v_bank)
-        self._compute(m, planes, full, full_clr, sums, sums_busy, sums_claim, sums_set, v_bank, v_buf)
-        self._finalizer(m, sums, sums_full, sums_clr, v_buf)
+        self._compute(m, planes, full, full_clr, sums, (all_busy, sums_claim), sums_set, v_bank, v_buf)
+        self._finalizer(m, sums, (some_full, sums_read), v_buf)
         return m
 
     # --- loader --------------------------------------------------------------------------
@@ -179,7 +208,8 @@ class DenseEngine(wiring.Component):
 
     # --- compute -------------------------------------------------------------------------
 
-    def _compute(self, m, planes, full, full_clr, sums, sums_busy, sums_claim, sums_set, v_bank, v_buf):
+    def _compute(self, m, planes, full, full_clr, sums, busy_flags, sums_set, v_bank, v_buf):
+        busy_now, sums_claim = busy_flags    # busy_now: the buffer wb is in use (all are)
         geo, layer = self.geometry, self.layer
         words = weight_image(layer, geo)
         w_addr = Signal(range(max(2, len(words))))
@@ -193,27 +223,39 @@ class DenseEngine(wiring.Component):
         w_base = Signal(range(max(2, len(words))))      # weight word of (g, plane, chunk 0)
         v_cur = Signal(signed(geo.value_width))
         last_plane = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
-        starting = (plane == 0) & (chunk == 0)
-        ready = ((g != 0) | full.bit_select(rb, 1)) & ~sums_busy.bit_select(wb, 1)
+        # "a group starts here" (plane 0, chunk 0) and "… the vector's first" are registers
+        # kept one issue ahead, not compares: they gate the issue, which fans out widely
+        starting, first_group = Signal(init=1), Signal(init=1)
+        ready = (~first_group | full.bit_select(rb, 1)) & ~busy_now
         issue = Signal()
         m.d.comb += [issue.eq(~starting | ready), w_addr.eq(w_base + chunk)]
         for port in a_rd:
             m.d.comb += port.addr.eq(Mux(rb, geo.chunks, 0) + chunk)
-        end_chunks, end_group = chunk == geo.chunks - 1, (chunk == geo.chunks - 1) & (plane == last_plane)
-        end_vector = end_group & (g == geo.groups - 1)
+        # "last chunk", "last plane of the group", "last group" as registers too, kept one
+        # step ahead
+        n_planes = [len(p) for p in geo.planes]
+        chunk_last, plane_last = Signal(init=geo.chunks == 1), Signal(init=n_planes[0] == 1)
+        g_last = Signal(init=geo.groups == 1)
+        end_chunks, end_group = chunk_last, chunk_last & plane_last
+        end_vector = end_group & g_last
+        one_plane_next = Array([C(n_planes[(k + 1) % geo.groups] == 1) for k in range(geo.groups)])[g]
+        v_write = v_buf.write_port()
+        m.d.comb += [v_write.addr.eq(wb), v_write.data.eq(Mux(first_group, Array(v_bank)[rb], v_cur))]
         with m.If(issue):
-            m.d.sync += chunk.eq(Mux(end_chunks, 0, chunk + 1))
+            m.d.sync += [chunk.eq(Mux(end_chunks, 0, chunk + 1)),
+                         chunk_last.eq(Mux(end_chunks, geo.chunks == 1, chunk == geo.chunks - 2)),
+                         plane_last.eq(Mux(end_group, one_plane_next,
+                                           Mux(end_chunks, plane + 1 == last_plane, plane_last)))]
             with m.If(starting):   # claim the sum buffer; the group's V rides with it
-                m.d.comb += sums_claim.eq(C(1, SUM_BUFFERS) << wb)
-                for b in range(SUM_BUFFERS):
-                    with m.If(wb == b):
-                        m.d.sync += v_buf[b].eq(Mux(g == 0, Array(v_bank)[rb], v_cur))
-                with m.If(g == 0):
+                m.d.comb += [sums_claim.eq(1), v_write.en.eq(1)]
+                with m.If(first_group):
                     m.d.sync += v_cur.eq(Array(v_bank)[rb])
             with m.If(end_chunks):
                 m.d.sync += [plane.eq(plane + 1), w_base.eq(w_base + geo.chunks)]
+            m.d.sync += starting.eq(end_group)
             with m.If(end_group):
-                m.d.sync += [plane.eq(0), wb.eq(Mux(wb == SUM_BUFFERS - 1, 0, wb + 1)), g.eq(g + 1)]
+                m.d.sync += [plane.eq(0), wb.eq(_following(wb)), g.eq(g + 1),
+                             first_group.eq(end_vector), g_last.eq(Mux(end_vector, geo.groups == 1, g == geo.groups - 2))]
             with m.If(end_vector):
                 m.d.sync += [g.eq(0), rb.eq(~rb), w_base.eq(0)]
                 m.d.comb += full_clr.eq(Mux(rb, 0b10, 0b01))
@@ -276,9 +318,9 @@ class DenseEngine(wiring.Component):
             totals.append(total.as_unsigned())
         # the write is registered: the sums memory is a block RAM, often far from the adders
         w_addr, w_en = Signal.like(port.addr), Signal()
-        w_data, w_set = Signal.like(port.data, reset_less=True), Signal(SUM_BUFFERS)
+        w_data, w_set = Signal.like(port.data, reset_less=True), Signal()
         m.d.sync += [w_addr.eq(buf * layer.weight_bits + slot), w_data.eq(Cat(*totals)), w_en.eq(valid & last_chunk),
-                     w_set.eq(Mux(valid & end_group, C(1, SUM_BUFFERS) << buf, 0))]
+                     w_set.eq(valid & end_group)]
         m.d.comb += [port.addr.eq(w_addr), port.data.eq(w_data), port.en.eq(w_en), sums_set.eq(w_set)]
 
     @staticmethod
@@ -291,12 +333,13 @@ class DenseEngine(wiring.Component):
 
     # --- finalizer -----------------------------------------------------------------------
 
-    def _finalizer(self, m, sums, sums_full, sums_clr, v_buf):
+    def _finalizer(self, m, sums, full_flags, v_buf):
+        full_now, sums_read = full_flags      # full_now: the buffer rb is written (some are)
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes
         coefs = coef_image(layer, geo)
         c_rd = _mem(m, "coefs", unsigned(units * geo.coef_width), coefs).read_port()
         s_rd = sums.read_port()
-        fifo = SyncFIFO(width=units * self.field, depth=self.schedule.fifo_depth)
+        fifo = StreamFifo(units * self.field, self.schedule.fifo_depth)
         m.submodules.fifo = fifo
         m.d.comb += [self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready)]
         rb = Signal(range(SUM_BUFFERS))
@@ -311,26 +354,29 @@ class DenseEngine(wiring.Component):
         used = Signal(range(self.schedule.fifo_depth + 1))
         last_step = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
         last_block = Array([C(b - 1, range(max(2, max(geo.blocks)))) for b in geo.blocks])[g]
-        starting = step == 0
-        room = used < self.schedule.fifo_depth
+        # registers, not compares (``step == 0``, ``used < depth``): they gate ``go``
+        starting, room = Signal(init=1), Signal(init=1)
         go = Signal()
-        m.d.comb += [go.eq(~starting | (sums_full.bit_select(rb, 1) & room)),
+        m.d.comb += [go.eq(~starting | (full_now & room)),
                      s_rd.addr.eq(rb * layer.weight_bits + step), c_rd.addr.eq(c_addr)]
         end_block = step == last_step
         with m.If(go):
-            m.d.sync += [c_addr.eq(c_addr + 1), step.eq(step + 1)]
+            m.d.sync += [c_addr.eq(c_addr + 1), step.eq(step + 1), starting.eq(end_block)]
             with m.If(end_block):
                 m.d.sync += [step.eq(0), block.eq(block + 1), b_addr.eq(b_addr + 1)]
                 with m.If(block == last_block):
-                    m.d.sync += [block.eq(0), rb.eq(Mux(rb == SUM_BUFFERS - 1, 0, rb + 1)), g.eq(g + 1)]
-                    m.d.comb += sums_clr.eq(C(1, SUM_BUFFERS) << rb)
+                    m.d.sync += [block.eq(0), rb.eq(_following(rb)), g.eq(g + 1)]
+                    m.d.comb += sums_read.eq(1)
                     with m.If(g == geo.groups - 1):
                         m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
-        self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr),
-                                     Array(v_buf)[rb], len(block))
+        v_read = v_buf.read_port(domain="comb")
+        m.d.comb += v_read.addr.eq(rb)
+        self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr), v_read.data, len(block))
         # a read (the next stage's ready, from afar) is counted a cycle late, from a register
         read = Signal()
-        m.d.sync += [read.eq(fifo.r_en & fifo.r_rdy), used.eq(used + (go & starting) - read)]
+        start, depth = go & starting, self.schedule.fifo_depth
+        m.d.sync += [read.eq(fifo.r_en & fifo.r_rdy), used.eq(used + start - read),
+                     room.eq(Mux(start & ~read, used < depth - 1, Mux(read & ~start, 1, room)))]
 
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes

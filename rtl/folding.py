@@ -70,11 +70,11 @@ def _engine_bram(layer, folding, geo, n_thr):
     beats = sum(b * len(p) for b, p in zip(geo.blocks, geo.planes))
     memories = [(geo.pe * geo.simd, WEIGHT_BANK)] * weight_banks(layer, folding)   # weights
     memories += [(geo.pe * geo.sum_width, SUM_BUFFERS * layer.weight_bits),  # plane sums
-                (geo.units * geo.coef_width, beats),                       # coefficients
-                (geo.units * layer.acc_bits, blocks_out)]                  # bias
+                (geo.units * geo.coef_width, beats)]                       # coefficients
     memories += [(geo.simd, 2 * geo.chunks)] * layer.in_bits              # input planes
-    if n_thr:
-        memories.append((geo.units * n_thr * layer.acc_bits, blocks_out))   # thresholds
+    # the accumulators' start values: the bias, or (threshold layers) bias − T_k, one bit wider
+    memories.append((geo.units * n_thr * (layer.acc_bits + 1), blocks_out) if n_thr
+                    else (geo.units * layer.acc_bits, blocks_out))
     return sum(_blocks(width, depth) for width, depth in memories)
 
 

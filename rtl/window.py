@@ -12,12 +12,13 @@ Its schedule is :class:`hwsim.cycles.WindowModel`, exactly.
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwsim.cycles import WINDOW_DELAY
 from hwsim.stages import WindowStage
+
+from .fifo import StreamFifo
 
 __all__ = ["WindowUnit"]
 
@@ -84,7 +85,7 @@ class WindowUnit(wiring.Component):
 
     def _generator(self, m, mem, full, full_clr):
         st = self.stage
-        fifo = SyncFIFO(width=len(self.o.payload), depth=WINDOW_DELAY + 1)
+        fifo = StreamFifo(len(self.o.payload), WINDOW_DELAY + 1)
         m.submodules.fifo = fifo
         m.d.comb += [self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready)]
         order, steps = st.loop_order(), self._offsets()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lqir import DenseLayer
 from lqir.random_models import random_conv_model, random_dense_model, random_mac_layer
 from hwsim import Simulator
-from hwsim.cycles import Folding, engine_schedule, layer_timing, network_timing
+from hwsim.cycles import SUM_BUFFERS, EngineModel, Folding, engine_schedule, layer_timing, network_timing
 from hwsim.fast import mac_fast, prepare
 from hwsim.layout import apply_thresholds
 from rtl import ArgmaxCollector, DenseEngine, NetworkTop, Popcount
@@ -93,6 +93,35 @@ def test_engine_under_stalls_keeps_every_integer(rng):
     _, expected, got, transfers, model = _engine_case(rng, "accumulate", "pm1", 2, 2, 11, 5, 2, 4, stalls=True)
     np.testing.assert_array_equal(got, expected)
     assert transfers == model
+
+
+class _BusiestSums:
+    """An EngineModel that notes the most sum buffers in use at once."""
+
+    def __init__(self, schedule):
+        self.model, self.most = EngineModel(schedule), 0
+
+    in_ready = property(lambda self: self.model.in_ready)
+    out_valid = property(lambda self: self.model.out_valid)
+
+    def step(self, took, gave):
+        self.model.step(took, gave)
+        self.most = max(self.most, sum(self.model.sums_busy))
+
+
+def test_engine_waits_for_a_free_sum_buffer(rng):
+    """One-cycle groups and no reads for a while: the FIFO fills, the finalizer stops, and
+    compute takes every sum buffer and must wait for the first to be given back."""
+    # distinct rows, none all-zero: an overwritten buffer would hold another channel's sums
+    x, out_f, folding = np.array([[1, 2, 3, 0], [3, 1, 0, 2], [2, 3, 1, 1]]), 48, Folding(1, 4)
+    layer = random_mac_layer(rng, DenseLayer, "fc", weight_bits=1, in_bits=2, in_levels=4, output="accumulate",
+                             weight_encoding="pm1", in_features=4, out_features=out_f, inputs=x)
+    ready = lambda k: k >= 400                                   # noqa: E731
+    got, ins, outs = run_stream(DenseEngine(layer, folding), x, 3 * out_f, ready=ready)
+    watch = _BusiestSums(engine_schedule(layer, folding))
+    assert (ins, outs) == model_transfers(watch, x.size, 3 * out_f, ready=ready)
+    np.testing.assert_array_equal(signed(got, layer.acc_bits).reshape(3, out_f), mac_fast(prepare(layer), x))
+    assert watch.most == SUM_BUFFERS        # the case reaches what it is about: every buffer in use
 
 
 def test_collector_takes_the_first_index_on_ties():
