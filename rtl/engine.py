@@ -114,11 +114,11 @@ class DenseEngine(wiring.Component):
         full_set, full_clr = Signal(2), Signal(2)          # input banks
         full = Signal(2)
         m.d.sync += full.eq((full | full_set) & ~full_clr)
-        # a sum buffer is busy from compute's first issue into it and full from its last write,
-        # both until the cycle after the finalizer has read it (the release is registered:
-        # the finalizer's step logic then does not reach compute's issue in one cycle)
-        # (compute claims, writes and the finalizer reads the buffers in ring order, so a
-        # count of each kind stands for the flags: _ring_flags)
+        # A sum buffer is busy from compute's first issue into it, and full from its last
+        # write, until the finalizer has read it (busy until the cycle after: the release is
+        # registered, so the finalizer's step logic does not reach compute's issue in one
+        # cycle). Buffers are claimed, written and read in ring order: two counts
+        # (_ring_flags) stand for the per-buffer flags.
         sums_set, sums_read, sums_claim, sums_release = Signal(), Signal(), Signal(), Signal()
         m.d.sync += sums_release.eq(sums_read)
         _, all_busy = _ring_flags(m, sums_claim, sums_release, SUM_BUFFERS, "busy")
