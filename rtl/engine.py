@@ -188,7 +188,11 @@ class DenseEngine(wiring.Component):
             self._value_sum(m, held_beat, take, last_beat, valid, wb, v_bank)
 
     def _value_sum(self, m, beat_word, take, last_beat, valid, wb, v_bank):
-        """``V = Σ_n value_in[x_n]`` of the vector being loaded, into ``v_bank[wb]`` at its end."""
+        """``V = Σ_n value_in[x_n]`` of the vector being loaded, into ``v_bank[wb]`` a cycle
+        after its last beat: a beat's lane values are summed and registered first, then
+        added to the running sum (ROM reads, a lanes-operand add and the running add in one
+        cycle were the slowest path of multi-lane foldings). Compute writes V down a cycle
+        after its claim (``_compute``), so the bank's V is there in time."""
         geo, lanes = self.geometry, self.folding.in_lanes
         rom = _mem(m, "in_value", signed(geo.value_width), [int(v) for v in input_values(self.layer)] + [0] * self.pad)
         beat_sum = 0
@@ -196,14 +200,19 @@ class DenseEngine(wiring.Component):
             port = rom.read_port(domain="comb")
             m.d.comb += port.addr.eq(beat_word[lane * geo.in_width:(lane + 1) * geo.in_width])
             beat_sum = beat_sum + Mux(valid[lane], port.data, 0)
+        beat_value = Signal(signed(geo.value_width))
+        added, added_last, added_bank = Signal(), Signal(), Signal()
+        m.d.sync += [added.eq(take), added_last.eq(take & last_beat)]
+        with m.If(take):
+            m.d.sync += [beat_value.eq(beat_sum), added_bank.eq(wb)]
         running = Signal(signed(geo.value_width))
         total = Signal(signed(geo.value_width))
-        m.d.comb += total.eq(running + beat_sum)
-        with m.If(take):
-            m.d.sync += running.eq(Mux(last_beat, 0, total))
-            with m.If(last_beat):
+        m.d.comb += total.eq(running + beat_value)
+        with m.If(added):
+            m.d.sync += running.eq(Mux(added_last, 0, total))
+            with m.If(added_last):
                 for b in range(2):
-                    with m.If(wb == b):
+                    with m.If(added_bank == b):
                         m.d.sync += v_bank[b].eq(total)
 
     # --- compute -------------------------------------------------------------------------
@@ -239,17 +248,21 @@ class DenseEngine(wiring.Component):
         end_chunks, end_group = chunk_last, chunk_last & plane_last
         end_vector = end_group & g_last
         one_plane_next = Array([C(n_planes[(k + 1) % geo.groups] == 1) for k in range(geo.groups)])[g]
+        # V is written down a cycle after the claim: the loader's V of a bank lands a cycle
+        # after the bank is full (_value_sum); the finalizer reads it sum_delay cycles later
         v_write = v_buf.write_port()
-        m.d.comb += [v_write.addr.eq(wb), v_write.data.eq(Mux(first_group, Array(v_bank)[rb], v_cur))]
+        claim_first, claim_bank = Signal(), Signal()
+        m.d.sync += [v_write.en.eq(sums_claim), v_write.addr.eq(wb), claim_first.eq(first_group), claim_bank.eq(rb)]
+        m.d.comb += v_write.data.eq(Mux(claim_first, Array(v_bank)[claim_bank], v_cur))
+        with m.If(v_write.en & claim_first):
+            m.d.sync += v_cur.eq(Array(v_bank)[claim_bank])
         with m.If(issue):
             m.d.sync += [chunk.eq(Mux(end_chunks, 0, chunk + 1)),
                          chunk_last.eq(Mux(end_chunks, geo.chunks == 1, chunk == geo.chunks - 2)),
                          plane_last.eq(Mux(end_group, one_plane_next,
                                            Mux(end_chunks, plane + 1 == last_plane, plane_last)))]
             with m.If(starting):   # claim the sum buffer; the group's V rides with it
-                m.d.comb += [sums_claim.eq(1), v_write.en.eq(1)]
-                with m.If(first_group):
-                    m.d.sync += v_cur.eq(Array(v_bank)[rb])
+                m.d.comb += sums_claim.eq(1)
             with m.If(end_chunks):
                 m.d.sync += [plane.eq(plane + 1), w_base.eq(w_base + geo.chunks)]
             m.d.sync += starting.eq(end_group)
