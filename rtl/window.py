@@ -20,7 +20,13 @@ from hwsim.stages import WindowStage
 
 from .fifo import StreamFifo
 
-__all__ = ["WindowUnit"]
+__all__ = ["WindowUnit", "PING_PONG_MEMORIES"]
+
+#: The frame buffer's two banks are written and read apart (the loader fills one bank
+#: while the generator reads the other), so synthesis need not order a read and a write
+#: of one word in the same cycle (``no_rw_check`` in rtl/synth.py): its bypass logic
+#: would sit between the block RAM and its output register.
+PING_PONG_MEMORIES = ("frame",)
 
 
 class WindowUnit(wiring.Component):
@@ -95,9 +101,14 @@ class WindowUnit(wiring.Component):
         start = (-st.padding * st.shape[2] * st.words - st.padding * st.words, -st.padding, -st.padding)
         addr = Signal(signed(span.bit_length() + 1), init=start[0])
         y, x = (Signal(signed(max(st.shape[1:]).bit_length() + 2), name=n, init=v) for n, v in zip("yx", start[1:]))
-        rb, pending = Signal(), Signal(range(WINDOW_DELAY + 2))
-        go = Signal()
-        m.d.comb += go.eq(full.bit_select(rb, 1) & (fifo.level + pending < WINDOW_DELAY + 1))
+        rb, go = Signal(), Signal()
+        # beats in the FIFO plus reads in flight, one counter; "it has room" a register kept
+        # one step ahead (a compare after the adder gated every counter's enable)
+        used, room = Signal(range(WINDOW_DELAY + 2)), Signal(init=1)
+        read = fifo.r_en & fifo.r_rdy
+        m.d.sync += [used.eq(used + go - read),
+                     room.eq(Mux(go & ~read, used < WINDOW_DELAY, Mux(read & ~go, 1, room)))]
+        m.d.comb += go.eq(full.bit_select(rb, 1) & room)
         r_port = mem.read_port()
         m.d.comb += r_port.addr.eq((addr + Mux(rb, st.in_beats, 0))[:len(r_port.addr)])
         inside = (y >= 0) & (y < st.shape[1]) & (x >= 0) & (x < st.shape[2])
@@ -126,4 +137,3 @@ class WindowUnit(wiring.Component):
         lanes = [Signal(st.out_width, name=f"lane{k}") for k in range(st.lanes)]
         m.d.comb += [lane.eq(data[k * st.in_width:(k + 1) * st.in_width]) for k, lane in enumerate(lanes)]
         m.d.comb += [fifo.w_data.eq(Mux(pad2, pad_word, Cat(*lanes))), fifo.w_en.eq(valid2)]
-        m.d.sync += pending.eq(pending + go - valid2)
