@@ -28,7 +28,7 @@ from hwsim.cycles import SUM_BUFFERS, WEIGHT_BANK, Folding, engine_schedule, pla
 from lqir import bits_for_levels, input_values
 
 from .adders import pipelined_sum
-from .fifo import StreamFifo
+from .fifo import StreamFifo, occupancy, ring_next
 from .images import EngineGeometry, block_image, coef_image, weight_image
 from .popcount import POPCOUNT_PREFIX, Popcount
 
@@ -48,30 +48,6 @@ def _mem(m, name, shape, init):
     mem = Memory(shape=shape, depth=max(2, len(init)), init=init)
     m.submodules[name] = mem
     return mem
-
-
-def _following(buffer):
-    """The sum buffer after ``buffer``, in ring order."""
-    return Mux(buffer == SUM_BUFFERS - 1, 0, buffer + 1)
-
-
-def _ring_flags(m, add, remove, size, name):
-    """("some", "all") of a ring of ``size`` buffers taken and given back in ring order,
-    as registers: the next values are chosen from registers by ``add`` and ``remove``.
-
-    In order, the buffers in use are a contiguous run of the ring, so "the next buffer to
-    take is in use" is "all are" and "the oldest is ready" is "some are": two flags in
-    place of a multiplexer over one flag per buffer."""
-    count = Signal(range(size + 1), name=f"{name}_count")
-    some, full = Signal(name=f"{name}_some"), Signal(name=f"{name}_all")
-    up, down = add & ~remove, remove & ~add
-    with m.If(up):
-        m.d.sync += count.eq(count + 1)
-    with m.Elif(down):
-        m.d.sync += count.eq(count - 1)
-    m.d.sync += [some.eq(Mux(up, 1, Mux(down, count != 1, some))),
-                 full.eq(Mux(up, count == size - 1, Mux(down, 0, full)))]
-    return some, full
 
 
 class DenseEngine(wiring.Component):
@@ -118,11 +94,11 @@ class DenseEngine(wiring.Component):
         # write, until the finalizer has read it (busy until the cycle after: the release is
         # registered, so the finalizer's step logic does not reach compute's issue in one
         # cycle). Buffers are claimed, written and read in ring order: two counts
-        # (_ring_flags) stand for the per-buffer flags.
+        # (occupancy: "all busy", "some full") stand for the per-buffer flags.
         sums_set, sums_read, sums_claim, sums_release = Signal(), Signal(), Signal(), Signal()
         m.d.sync += sums_release.eq(sums_read)
-        _, all_busy = _ring_flags(m, sums_claim, sums_release, SUM_BUFFERS, "busy")
-        some_full, _ = _ring_flags(m, sums_set, sums_read, SUM_BUFFERS, "full")
+        _, _, all_busy = occupancy(m, sums_claim, sums_release, SUM_BUFFERS, "busy")
+        _, some_full, _ = occupancy(m, sums_set, sums_read, SUM_BUFFERS, "full")
         planes = [_mem(m, f"plane{j}", unsigned(geo.simd), [0] * (2 * geo.chunks))
                   for j in range(self.layer.in_bits)]
         sums = _mem(m, "sums", unsigned(geo.pe * geo.sum_width), [0] * (SUM_BUFFERS * self.layer.weight_bits))
@@ -267,7 +243,7 @@ class DenseEngine(wiring.Component):
                 m.d.sync += [plane.eq(plane + 1), w_base.eq(w_base + geo.chunks)]
             m.d.sync += starting.eq(end_group)
             with m.If(end_group):
-                m.d.sync += [plane.eq(0), wb.eq(_following(wb)), g.eq(g + 1),
+                m.d.sync += [plane.eq(0), wb.eq(ring_next(wb, SUM_BUFFERS)), g.eq(g + 1),
                              first_group.eq(end_vector), g_last.eq(Mux(end_vector, geo.groups == 1, g == geo.groups - 2))]
             with m.If(end_vector):
                 m.d.sync += [g.eq(0), rb.eq(~rb), w_base.eq(0)]
@@ -361,16 +337,11 @@ class DenseEngine(wiring.Component):
         step = Signal(range(max(2, layer.weight_bits)))
         c_addr = Signal(range(max(2, len(coefs))))
         b_addr = Signal(range(max(2, sum(geo.blocks))))
-        # beats in the FIFO plus beats started and not yet written, as one counter (a write
-        # moves a beat from one to the other): +1 per block started, −1 per beat read out
-        # (a cycle late: hwsim.cycles.EngineModel counts the same way)
-        used = Signal(range(self.schedule.fifo_depth + 1))
         last_step = Array([C(len(p) - 1, range(max(2, layer.weight_bits))) for p in geo.planes])[g]
         last_block = Array([C(b - 1, range(max(2, max(geo.blocks)))) for b in geo.blocks])[g]
-        # registers, not compares (``step == 0``, ``used < depth``): they gate ``go``
-        starting, room = Signal(init=1), Signal(init=1)
-        go = Signal()
-        m.d.comb += [go.eq(~starting | (full_now & room)),
+        # registers, not compares (``step == 0``, "the FIFO has room"): they gate ``go``
+        starting, fifo_full, go = Signal(init=1), Signal(), Signal()
+        m.d.comb += [go.eq(~starting | (full_now & ~fifo_full)),
                      s_rd.addr.eq(rb * layer.weight_bits + step), c_rd.addr.eq(c_addr)]
         end_block = step == last_step
         with m.If(go):
@@ -378,18 +349,21 @@ class DenseEngine(wiring.Component):
             with m.If(end_block):
                 m.d.sync += [step.eq(0), block.eq(block + 1), b_addr.eq(b_addr + 1)]
                 with m.If(block == last_block):
-                    m.d.sync += [block.eq(0), rb.eq(_following(rb)), g.eq(g + 1)]
+                    m.d.sync += [block.eq(0), rb.eq(ring_next(rb, SUM_BUFFERS)), g.eq(g + 1)]
                     m.d.comb += sums_read.eq(1)
                     with m.If(g == geo.groups - 1):
                         m.d.sync += [g.eq(0), c_addr.eq(0), b_addr.eq(0)]
         v_read = v_buf.read_port(domain="comb")
         m.d.comb += v_read.addr.eq(rb)
         self._final_datapath(m, s_rd, c_rd, fifo, Cat(go, starting, end_block, block, b_addr), v_read.data, len(block))
-        # a read (the next stage's ready, from afar) is counted a cycle late, from a register
+        # beats in the FIFO plus beats started and not yet written, as one count (a write
+        # moves a beat from one to the other): +1 per block started, −1 per beat read out,
+        # a cycle late, from a register (the next stage's ready comes from afar;
+        # hwsim.cycles.EngineModel counts the same way)
         read = Signal()
-        start, depth = go & starting, self.schedule.fifo_depth
-        m.d.sync += [read.eq(fifo.r_en & fifo.r_rdy), used.eq(used + start - read),
-                     room.eq(Mux(start & ~read, used < depth - 1, Mux(read & ~start, 1, room)))]
+        m.d.sync += read.eq(fifo.r_en & fifo.r_rdy)
+        _, _, all_used = occupancy(m, go & starting, read, self.schedule.fifo_depth, "used")
+        m.d.comb += fifo_full.eq(all_used)
 
     def _final_datapath(self, m, s_rd, c_rd, fifo, flags, v_now, block_bits):
         geo, layer, units = self.geometry, self.layer, self.folding.out_lanes

@@ -4,8 +4,8 @@ The engines' output FIFOs sit between two stages that are placed apart: the read
 ``ready`` comes from the next engine's loader. With :class:`amaranth.lib.fifo.SyncFIFO`
 the path from the FIFO's ``level`` register through ``level != 0`` (``r_rdy``), the
 reader's handshake and back into the ``level`` adder was the design's slowest (five LUTs,
-two long routes). Here ``r_rdy`` is a register, and ``r_en`` only selects among values
-computed from registers; cycle for cycle the FIFO behaves as ``SyncFIFO`` does
+two long routes). Here ``r_rdy`` is a register (:func:`occupancy`), and ``r_en`` only
+selects among values computed from registers; cycle for cycle the FIFO behaves as ``SyncFIFO`` does
 (``tests/test_fifo.py`` runs both side by side).
 """
 
@@ -14,11 +14,33 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFifo"]
+__all__ = ["StreamFifo", "occupancy", "ring_next"]
 
 
-def _next(pointer, depth):
-    return Mux(pointer == depth - 1, 0, pointer + 1) if depth & (depth - 1) else pointer + 1
+def ring_next(pointer, size):
+    """The position after ``pointer`` in a ring of ``size`` (a plain increment when
+    ``size`` is a power of two)."""
+    return Mux(pointer == size - 1, 0, pointer + 1) if size & (size - 1) else (pointer + 1)[:len(pointer)]
+
+
+def occupancy(m, add, remove, size, name):
+    """A count of ``size`` places in use, +1 on ``add``, −1 on ``remove`` (the caller never
+    adds to a full or removes from an empty count), with "some are" and "all are" as
+    registers: their next values are chosen from registers by ``add`` and ``remove``, so
+    neither is a compare after the adder. Returns (count, some, all).
+
+    The FIFOs' level, the finalizer's and the window units' room, and the sum buffers'
+    rings (taken and given back in order, so "the next is in use" is "all are") use it."""
+    count = Signal(range(size + 1), name=f"{name}_count")
+    some, full = Signal(name=f"{name}_some"), Signal(name=f"{name}_all")
+    up, down = add & ~remove, remove & ~add
+    with m.If(up):
+        m.d.sync += count.eq(count + 1)
+    with m.Elif(down):
+        m.d.sync += count.eq(count - 1)
+    m.d.sync += [some.eq(Mux(up, 1, Mux(down, count != 1, some))),
+                 full.eq(Mux(up, count == size - 1, Mux(down, 0, full)))]
+    return count, some, full
 
 
 class StreamFifo(wiring.Component):
@@ -67,19 +89,9 @@ class StreamFifo(wiring.Component):
         m.d.comb += [w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
                      r_port.addr.eq(consume), self.r_data.eq(r_port.data)]
         with m.If(self.w_en):
-            m.d.sync += produce.eq(_next(produce, depth))
+            m.d.sync += produce.eq(ring_next(produce, depth))
         with m.If(do_read):
-            m.d.sync += consume.eq(_next(consume, depth))
-        level = self.level
-        up, down = self.w_en & ~do_read, do_read & ~self.w_en
-        with m.If(up):
-            m.d.sync += level.eq(level + 1)
-        with m.Elif(down):
-            m.d.sync += level.eq(level - 1)
-        # level ≤ 1 as a register, so that the next r_rdy needs no compare after r_en
-        at_most_one = Signal(init=1)
-        m.d.sync += [
-            self.r_rdy.eq(self.w_en | (self.r_rdy & ~(self.r_en & at_most_one))),
-            at_most_one.eq(Mux(down, level <= 2, Mux(up, level == 0, at_most_one))),
-        ]
+            m.d.sync += consume.eq(ring_next(consume, depth))
+        level, nonempty, _ = occupancy(m, self.w_en, do_read, depth, "level")
+        m.d.comb += [self.level.eq(level), self.r_rdy.eq(nonempty)]
         return m

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hwsim.cycles import WINDOW_DELAY
 from hwsim.stages import WindowStage
 
-from .fifo import StreamFifo
+from .fifo import StreamFifo, occupancy
 
 __all__ = ["WindowUnit", "PING_PONG_MEMORIES"]
 
@@ -102,13 +102,10 @@ class WindowUnit(wiring.Component):
         addr = Signal(signed(span.bit_length() + 1), init=start[0])
         y, x = (Signal(signed(max(st.shape[1:]).bit_length() + 2), name=n, init=v) for n, v in zip("yx", start[1:]))
         rb, go = Signal(), Signal()
-        # beats in the FIFO plus reads in flight, one counter; "it has room" a register kept
-        # one step ahead (a compare after the adder gated every counter's enable)
-        used, room = Signal(range(WINDOW_DELAY + 2)), Signal(init=1)
-        read = fifo.r_en & fifo.r_rdy
-        m.d.sync += [used.eq(used + go - read),
-                     room.eq(Mux(go & ~read, used < WINDOW_DELAY, Mux(read & ~go, 1, room)))]
-        m.d.comb += go.eq(full.bit_select(rb, 1) & room)
+        # beats in the FIFO plus reads in flight, one count, with "all used" a register (a
+        # compare after the adder gated every counter's enable)
+        _, _, all_used = occupancy(m, go, fifo.r_en & fifo.r_rdy, WINDOW_DELAY + 1, "used")
+        m.d.comb += go.eq(full.bit_select(rb, 1) & ~all_used)
         r_port = mem.read_port()
         m.d.comb += r_port.addr.eq((addr + Mux(rb, st.in_beats, 0))[:len(r_port.addr)])
         inside = (y >= 0) & (y < st.shape[1]) & (x >= 0) & (x < st.shape[2])
