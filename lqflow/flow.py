@@ -205,17 +205,21 @@ def run(cfg, folder=None, progress=True, hardware=None, log=print):
     hw_result = hls_result = None
     if hardware is not None:
         from .hardware import hardware_steps, hls_step
+        from .priority import BESIDE_SYNTHESIS_NICENESS, at_lower_priority
 
         hardware = dict(hardware)
         with_hls = hardware.pop("hls4ml", True)
         t2 = time.perf_counter()
-        # synthesis runs in a background thread beside the co-simulation and hls4ml (steps
-        # 5 and 6 stay in this thread: hls4ml changes the working directory while it runs)
+        # synthesis runs in a background thread (started from this one, at its priority)
+        # beside the co-simulation and hls4ml, one after the other; hls4ml changes the
+        # working directory while it runs, so synthesis works on absolute paths
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthesis") as background:
             hw_result = hardware_steps(model, data.x_test, folder, log=log, background=background, **hardware)
             if with_hls:
                 t3 = time.perf_counter()
-                hls_result = hls_step(model, data.x_test, folder, log=log)
+                # beside a running synthesis, at a lower priority (see lqflow.priority)
+                steps = BESIDE_SYNTHESIS_NICENESS if hw_result.pending is not None else 0
+                hls_result = at_lower_priority(hls_step, model, data.x_test, folder, log=log, steps=steps)
                 timings["hls4ml_s"] = time.perf_counter() - t3
             if hw_result.pending is not None:
                 log("waiting for place and route ...")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from lqir import UnsupportedLayerError, check_backend
 
 from .ladder import LadderRow, Status
+from .priority import at_lower_priority
 
 __all__ = ["CosimSummary", "HardwareResult", "HlsStepResult", "hardware_steps", "hls_step",
            "hardware_section"]
@@ -111,7 +112,7 @@ def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0
 
     def cosim():
         log(f"co-simulating {len(x)} samples under Verilator (cocotb) ...")
-        return _summary(cosim_network(model, x, foldings, folder / "cosim_build", stress=True))
+        return _summary(cosim_network(model, x, foldings, folder / "cosim_build", stress=True, verilog=verilog))
 
     if not synth:
         return replace(result, cosim=cosim())
@@ -128,10 +129,11 @@ def hardware_steps(model, x, folder, choose_foldings, synth=True, freq_mhz=150.0
         log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) ...")
         return _with_synth(result, place())
     # yosys and nextpnr use one core, for most of this step: they run beside the
-    # co-simulation (and whatever the caller does next), in their own folder
+    # co-simulation (and whatever the caller does next), in their own folder. They set the
+    # wall time, so the co-simulation (its C++ build above all) yields the CPU to them.
     log("synthesizing (yosys synth_ecp5) and placing and routing (nextpnr-ecp5) in the background ...")
     pending = background.submit(place)
-    return replace(result, cosim=cosim(), pending=pending)
+    return replace(result, cosim=at_lower_priority(cosim), pending=pending)
 
 
 def _summary(res):

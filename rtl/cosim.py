@@ -87,8 +87,13 @@ def _beats(x, lanes):
 
 
 def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0.2, ready_prob=0.7,
-                  simulator="verilator"):
-    """Run ``x`` (level indices ``[B, *input.shape]``) through the RTL of ``model``."""
+                  simulator="verilator", verilog=None):
+    """Run ``x`` (level indices ``[B, *input.shape]``) through the RTL of ``model``.
+
+    ``verilog``: the top that :func:`~rtl.verilog.write_network` already wrote for this
+    model and these foldings (its ``.json`` beside it is checked), so that it is not
+    generated twice; None writes it into ``build_dir / "rtl"``.
+    """
     sim = Simulator(model)
     x = sim.check_inputs(x)
     if len(x) < 2:
@@ -96,7 +101,10 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     expected = sim.run(x)
     pred = expected.argmax(axis=1)
     build_dir = Path(build_dir)
-    verilog, info = write_network(model, foldings, build_dir / "rtl")
+    if verilog is None:
+        verilog, _ = write_network(model, foldings, build_dir / "rtl")
+    else:
+        verilog = _written_top(Path(verilog), model, foldings)
     timing = network_timing(model, foldings, inferences=len(x))    # the cycle model, on these samples
     ports = NetworkPorts(model, foldings)
     bundle = dict(x=_beats(input_stream(model, x), ports.input.count), lane_width=ports.input.width,
@@ -107,6 +115,22 @@ def cosim_network(model, x, foldings, build_dir, stress=True, seed=0, gap_prob=0
     res, build_s, sim_s = _run(verilog, TOP_NAME, bundle, build_dir, seed, simulator)
     return _result(res, model_latency=timing.latency, model_ii=timing.ii, model_clean_cycles=timing.cycles,
                    reference=bundle["expected"], build_s=build_s, sim_s=sim_s)
+
+
+def _written_top(verilog, model, foldings):
+    """``verilog`` when its description says it is ``model``'s network at ``foldings``."""
+    described = verilog.with_suffix(".json")
+    if not verilog.is_file() or not described.is_file():
+        raise FileNotFoundError(f"{verilog}: no such network Verilog with its .json beside it; "
+                                f"write it with rtl.verilog.write_network, or pass verilog=None")
+    info = json.loads(described.read_text())
+    layers = [(l.get("name"), l.get("pe"), l.get("simd"), l.get("in_lanes"), l.get("out_lanes"))
+              for l in info.get("layers", [])]
+    wanted = [(layer.name, f.pe, f.simd, f.in_lanes, f.out_lanes) for layer, f in zip(model.mac_layers(), foldings)]
+    if layers != wanted:
+        raise ValueError(f"{verilog}: written for {layers}, not for this model's foldings {wanted}; "
+                         f"write it again or pass verilog=None")
+    return verilog.resolve()
 
 
 def cosim_engine(layer, folding, x, build_dir, stress=True, seed=0, simulator="verilator"):

@@ -635,3 +635,19 @@ def test_run_config_names_match_the_models_package():
     from models.nets import ARCHS
 
     assert flow._DATASETS == DATASETS and flow._ARCHS == ARCHS
+
+
+def test_cosim_refuses_verilog_written_for_other_foldings(tmp_path):
+    from hwsim.cycles import Folding
+    from rtl.cosim import cosim_network
+    from rtl.verilog import write_network
+
+    model = random_dense_model(np.random.default_rng(0), [16, 8, 3], 2, 2)
+    x = np.zeros((2, 16), np.int64)
+    verilog, _ = write_network(model, [Folding(2, 4), Folding(1, 8)], tmp_path / "rtl")
+    with pytest.raises(ValueError, match=r"lqflow_top\.v: written for .*'fc0', 2, 4.*not for this model's foldings"):
+        cosim_network(model, x, [Folding(4, 4), Folding(1, 8)], tmp_path / "build", verilog=verilog)
+    verilog.with_suffix(".json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no such network Verilog with its \.json beside it"):
+        cosim_network(model, x, [Folding(2, 4), Folding(1, 8)], tmp_path / "build", verilog=verilog)
+    assert not (tmp_path / "build").exists()      # refused before anything was built

@@ -1,6 +1,9 @@
 """The lqflow command line: the sim contract, run end to end, and clear errors."""
 
 import json
+import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 
 import lqir as ir
 from lqflow.cli import main
+from lqflow.priority import BESIDE_SYNTHESIS_NICENESS
 from lqir.random_models import random_cnn_model, random_dense_model
 from hwsim import Simulator
 
@@ -92,6 +96,37 @@ def test_run_train_export_sim_end_to_end(tmp_path, capsys):
     assert f"accuracy {results['ladder']['hwsim_acc']:.2%}" in line
 
 
+def test_run_checks_hls4ml_nicer_while_synthesis_runs(tmp_path, monkeypatch):
+    """lqflow run: with synthesis pending in its background thread (at the caller's
+    priority), step 6 runs nicer (on Linux) and the run waits for synthesis. Stand-ins for
+    steps 5 and 6 and a one-epoch training keep this fast."""
+    from dataclasses import replace
+
+    import lqflow.hardware as hw
+    from lqflow.flow import RunConfig, run
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen, caller = {}, niceness()
+
+    def fake_steps(model, x, folder, log, background, choose_foldings):
+        return hw.HardwareResult(skipped="stand-in", pending=background.submit(lambda: seen.setdefault("synth", niceness())))
+
+    def fake_hls(model, x, folder, log):
+        seen["hls"] = niceness()
+        return hw.HlsStepResult(skipped="stand-in")
+
+    monkeypatch.setattr(hw, "hardware_steps", fake_steps)
+    monkeypatch.setattr(hw, "hls_step", fake_hls)
+    monkeypatch.setattr(hw, "_with_synth", lambda result, report: replace(result, pending=None))
+    cfg = RunConfig(widths=(8,), float_epochs=1, qat_epochs=1)
+    result, _ = run(cfg, tmp_path / "run", progress=False, hardware={"choose_foldings": None}, log=lambda *a: None)
+    nicer = min(caller + BESIDE_SYNTHESIS_NICENESS, 19) if sys.platform.startswith("linux") else caller
+    assert seen == {"synth": caller, "hls": nicer}
+    assert result.hardware.pending is None and niceness() == caller
+
+
 def test_export_of_a_missing_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none"), "-o", str(tmp_path / "m.lqir.npz")]) == 2
     assert "is not a checkpoint folder" in capsys.readouterr().err
@@ -174,8 +209,9 @@ def test_verilog_default_folding_and_device(model_file, tmp_path, capsys):
 def test_run_synthesizes_beside_the_cosimulation(tmp_path, monkeypatch, rng):
     """lqflow run's step 5 with a background executor: synthesis is handed to it, with
     absolute paths (hls4ml may change the working directory meanwhile), the co-simulation
-    runs here, and the result carries the synthesis figures once finished. Both tools are stand-ins here; the real
-    ones run in test_verilog_cosim_and_synth_commands."""
+    runs meanwhile, nicer (on Linux), on the same Verilog file, and the result carries the
+    synthesis figures once finished. Both tools are stand-ins here; the real ones run in
+    test_verilog_cosim_and_synth_commands."""
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
@@ -186,16 +222,21 @@ def test_run_synthesizes_beside_the_cosimulation(tmp_path, monkeypatch, rng):
     from lqir.random_models import random_dense_model
 
     model = random_dense_model(rng, [6, 4, 3], 2, 2)
-    events = []
+    events, seen, caller = [], {}, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     def fake_synthesize(verilog, out_dir, device, target_mhz, description):
         events.append(("synth", verilog.is_absolute() and out_dir.is_absolute(), device, target_mhz))
+        seen["synth"] = (verilog, niceness())
         return rtl.synth.SynthReport(device="LFE5U-25F", lut4=100, ccu2c=10, ff=90, hard_block_ff=5, bram=2,
                                      dsp=1, lutram=0, pnr_lut4=120, fmax_mhz=150.0, target_mhz=target_mhz,
                                      yosys_s=1.0, pnr_s=2.0)
 
-    def fake_cosim(model, x, foldings, build_dir, stress):
+    def fake_cosim(model, x, foldings, build_dir, stress, verilog):
         events.append(("cosim",))
+        seen["cosim"] = (Path(verilog).resolve(), niceness())
         return SimpleNamespace(samples=len(x), mismatches=[], stress_mismatches=[], latency=9, model_latency=9,
                                ii=4, model_ii=4, clean_cycles=40, model_clean_cycles=40, extra_beats={},
                                unresolved=[], samples_per_s=1.0, build_s=0.0)
@@ -213,3 +254,6 @@ def test_run_synthesizes_beside_the_cosimulation(tmp_path, monkeypatch, rng):
     assert done.pending is None and done.synth["pnr_lut4"] == 120 and done.synth["hard_block_ff"] == 5
     assert done.synth["inferences_per_s"] == round(150e6 / done.description["initiation_interval_cycles"])
     assert ["Fmax", "150.0 MHz"] in done.synth_rows
+    assert seen["cosim"][0] == seen["synth"][0] == (tmp_path / "run" / "rtl" / "lqflow_top.v").resolve()
+    nicer = min(caller + BESIDE_SYNTHESIS_NICENESS, 19) if sys.platform.startswith("linux") else caller
+    assert (seen["synth"][1], seen["cosim"][1]) == (caller, nicer)

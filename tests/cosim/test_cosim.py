@@ -53,7 +53,9 @@ def test_digits_network_full_test_set(tmp_path, trained_mlp, digits):
     _, qat_net = trained_mlp
     model = lower(qat_net, digits.classes)
     foldings, _ = fold_for_rate(model, 1_000_000, 150, "25k")      # lqflow run's default target
-    res = cosim_network(model, digits.x_test, foldings, tmp_path, stress=True, seed=3)
+    # as lqflow run does: the Verilog written once, for synthesis and co-simulation both
+    verilog, _ = write_network(model, foldings, tmp_path / "rtl")
+    res = cosim_network(model, digits.x_test, foldings, tmp_path / "build", stress=True, seed=3, verilog=verilog)
     assert res.samples == len(digits.y_test) == 360
     _check(res)
     hw = Simulator(model).run(digits.x_test)
