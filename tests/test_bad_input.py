@@ -651,3 +651,12 @@ def test_cosim_refuses_verilog_written_for_other_foldings(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no such network Verilog with its \.json beside it"):
         cosim_network(model, x, [Folding(2, 4), Folding(1, 8)], tmp_path / "build", verilog=verilog)
     assert not (tmp_path / "build").exists()      # refused before anything was built
+
+
+@pytest.mark.parametrize("step", ["synthesize", "place_and_route"])
+def test_synthesis_refuses_an_unknown_device_before_any_work(tmp_path, step):
+    import rtl.synth
+
+    with pytest.raises(ValueError, match=r"device must be one of 25k, 45k, 85k, not '12k'"):
+        getattr(rtl.synth, step)(tmp_path / "design.v", tmp_path / "out", device="12k")
+    assert not (tmp_path / "out").exists()
