@@ -19,7 +19,7 @@ def _side_by_side(width, depth, seed, cycles=400, p_write=0.5, p_read=0.5):
     m = Module()
     m.submodules.ours = ours = StreamFifo(width, depth)
     m.submodules.ref = ref = SyncFIFO(width=width, depth=depth)
-    differences = []
+    differences, result = [], {}
 
     async def bench(ctx):
         transfers = 0
@@ -37,16 +37,11 @@ def _side_by_side(width, depth, seed, cycles=400, p_write=0.5, p_read=0.5):
             if seen[0] != seen[1]:
                 differences.append((cycle, seen))
             await ctx.tick()
-        return transfers
+        result["transfers"] = transfers
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
-    result = {}
-
-    async def run(ctx):
-        result["transfers"] = await bench(ctx)
-
-    sim.add_testbench(run)
+    sim.add_testbench(bench)
     sim.run()
     return differences, result["transfers"]
 
